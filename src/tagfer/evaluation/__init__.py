@@ -1,0 +1,1 @@
+"""Evaluation: batched generation over test sets, metrics → report.json / report.md, and predict."""

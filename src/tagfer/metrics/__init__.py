@@ -1,0 +1,1 @@
+"""Metrics (torchmetrics): classification and grounding faithfulness."""

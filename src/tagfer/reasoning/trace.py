@@ -1,0 +1,272 @@
+"""The TAG trace grammar: one renderer, one parser.
+
+A trace (TAG's pipeline figure, with the AUs of each step named)::
+
+    Global analysis: The brows are drawn together and the mouth corners pulled down.
+    Verification loop:
+    Inspect inner brow (AU1, AU4) → inner corners raised and knitted → <bbox>[235,119,345,188]</bbox>
+    Inspect lip corners (AU15) → corners pulled downward → <bbox>[181,410,334,511]</bbox>
+    Final conclusion: Combined AU1 + AU4 + AU15 indicate a dominant emotion of sadness.
+    <answer> sadness </answer>
+
+optionally with the reasoning wrapped: ``<think>Global analysis: … sadness.</think>\\n<answer> … </answer>``.
+
+* A step inspects one region of :data:`tagfer.au.vocabulary.REGIONS` and names the AUs it grounds
+  (``none`` when the region shows no active AU, e.g. for neutral faces).
+* Boxes are ``[x1,y1,x2,y2]`` integers in the model family's coordinate convention
+  (:mod:`tagfer.models.boxes`); the parser accepts decimals but never negative numbers.
+* The conclusion names the combined AUs (or ``No active AUs``) and the label; the label must agree
+  with the answer.
+
+:func:`parse_trace` never raises: any string gives a :class:`ParsedTrace` whose ``errors`` list says
+what is wrong. Rewards, metrics, SFT data checks and ``predict`` all use it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from tagfer.au.vocabulary import AU_NAMES, REGIONS, canonical_au
+from tagfer.classes import CLASS_NAMES, normalize_label
+
+Box = tuple[float, float, float, float]
+
+ARROW = "→"
+#: Texts longer than this are not parsed (an error says so): bounds the parser's cost on hostile input.
+MAX_TRACE_CHARS = 20_000
+#: Box coordinates above this are rejected (no image is that large, in any convention).
+MAX_COORDINATE = 100_000.0
+
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_STEP = re.compile(
+    r"^Inspect (?P<region>[^()\n]{1,60}?) \((?P<aus>[^()\n]{0,200})\) *(?:→|->) *(?P<obs>[^\n]*?) *(?:→|->) *"
+    r"<bbox>(?P<box>[^<\n]{0,200})</bbox>$"
+)
+_BOX = re.compile(r"^\s*\[\s*([^\[\]]*)\]\s*$")
+_NUMBER = re.compile(r"^[+-]?(?:\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})$")
+_CONCLUSION = re.compile(
+    r"^Final conclusion: (?:Combined (?P<aus>[A-Za-z0-9 +]{1,300}?)|No active AUs) indicates? "
+    r"a dominant emotion of (?P<label>[A-Za-z]{1,30})\.?$"
+)
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One verification step: a region, the AUs it grounds, what is seen, and the box (or None)."""
+
+    region: str
+    aus: tuple[str, ...]
+    observation: str
+    box: Box | None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The content of a trace, as the template and teacher builders produce it."""
+
+    global_analysis: str
+    steps: tuple[TraceStep, ...]
+    conclusion_aus: tuple[str, ...]
+    label: str
+
+
+@dataclass
+class ParsedTrace:
+    """What :func:`parse_trace` read. ``answer`` is a canonical class name or None."""
+
+    answer: str | None = None
+    raw_answer: str | None = None
+    global_analysis: str | None = None
+    steps: list[TraceStep] = field(default_factory=list)
+    conclusion_aus: tuple[str, ...] = ()
+    conclusion_label: str | None = None
+    has_think: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        """True when the whole text follows the grammar (no format errors)."""
+        return not self.errors
+
+    def cited_boxes(self) -> list[tuple[str, Box]]:
+        """``(AU, box)`` for every AU named by a step that has a valid box, in order."""
+        return [(au, step.box) for step in self.steps if step.box is not None for au in step.aus]
+
+    def cited_aus(self) -> list[str]:
+        """Every AU named in the steps or the conclusion, first mention first, no repeats."""
+        seen: dict[str, None] = {}
+        for au in [a for step in self.steps for a in step.aus] + list(self.conclusion_aus):
+            seen.setdefault(au, None)
+        return list(seen)
+
+
+def format_box(box: Box) -> str:
+    """``<bbox>[x1,y1,x2,y2]</bbox>`` with integer coordinates (rounded)."""
+    return "<bbox>[" + ",".join(str(int(round(v))) for v in box) + "]</bbox>"
+
+
+def render_trace(trace: Trace, *, think_tags: bool = False) -> str:
+    """The trace text for ``trace`` (see the module docstring); ``parse_trace`` reads it back exactly."""
+    lines = [f"Global analysis: {trace.global_analysis.strip()}", "Verification loop:"]
+    for step in trace.steps:
+        aus = ", ".join(step.aus) if step.aus else "none"
+        box = format_box(step.box) if step.box is not None else "<bbox>[]</bbox>"
+        lines.append(f"Inspect {step.region} ({aus}) {ARROW} {step.observation.strip()} {ARROW} {box}")
+    if trace.conclusion_aus:
+        lines.append(
+            f"Final conclusion: Combined {' + '.join(trace.conclusion_aus)} indicate a dominant emotion of {trace.label}."
+        )
+    else:
+        lines.append(f"Final conclusion: No active AUs indicate a dominant emotion of {trace.label}.")
+    reasoning = "\n".join(lines)
+    if think_tags:
+        reasoning = f"<think>{reasoning}</think>"
+    return f"{reasoning}\n<answer> {trace.label} </answer>"
+
+
+def parse_trace(text: object, *, require_think: bool | None = None) -> ParsedTrace:
+    """Parse a model completion. Never raises.
+
+    Args:
+        text: anything (non-strings give a ParsedTrace with an error).
+        require_think: True → the reasoning must be wrapped in ``<think>…</think>``; False → it must
+            not be; None → either.
+    """
+    parsed = ParsedTrace()
+    try:
+        _parse_into(parsed, text, require_think)
+    except Exception as err:  # noqa: BLE001 — the contract is "never raises"; report instead
+        parsed.errors.append(f"parser failure: {type(err).__name__}")
+    return parsed
+
+
+def _parse_into(parsed: ParsedTrace, text: object, require_think: bool | None) -> None:
+    errors = parsed.errors
+    if not isinstance(text, str):
+        errors.append(f"completion is {type(text).__name__}, not text")
+        return
+    if len(text) > MAX_TRACE_CHARS:
+        errors.append(f"completion longer than {MAX_TRACE_CHARS} characters")
+        return
+    body = text.strip()
+    answers = _ANSWER.findall(body)
+    if len(answers) != 1:
+        errors.append("no <answer>…</answer>" if not answers else f"{len(answers)} <answer> tags, expected 1")
+    if answers:
+        parsed.raw_answer = answers[-1].strip()
+        parsed.answer = normalize_label(parsed.raw_answer) if len(answers) == 1 else None
+        if parsed.answer is None and len(answers) == 1:
+            errors.append(f"answer {parsed.raw_answer[:40]!r} is not exactly one of {list(CLASS_NAMES)}")
+    answer_at = body.rfind("<answer>")
+    reasoning = body[:answer_at] if answer_at >= 0 else body
+    tail = body[body.rfind("</answer>") + len("</answer>") :] if answers else ""
+    if tail.strip():
+        errors.append("text after </answer>")
+
+    reasoning = reasoning.strip()
+    if reasoning.startswith("<think>"):
+        parsed.has_think = True
+        if not reasoning.endswith("</think>"):
+            errors.append("<think> is not closed right before <answer>")
+        reasoning = reasoning[len("<think>") :].removesuffix("</think>").strip()
+    elif "</think>" in reasoning or "<think>" in reasoning:
+        errors.append("misplaced <think> tag")
+        reasoning = reasoning.replace("<think>", "").replace("</think>", "").strip()
+    if require_think is True and not parsed.has_think:
+        errors.append("reasoning is not wrapped in <think>…</think>")
+    if require_think is False and parsed.has_think:
+        errors.append("unexpected <think> tags")
+
+    _parse_reasoning(parsed, reasoning.split("\n"))
+    if parsed.answer is not None and parsed.conclusion_label is not None and parsed.conclusion_label != parsed.answer:
+        errors.append(f"conclusion says {parsed.conclusion_label}, answer says {parsed.answer}")
+
+
+def _parse_reasoning(parsed: ParsedTrace, lines: list[str]) -> None:
+    errors = parsed.errors
+    lines = [line.strip() for line in lines if line.strip()]
+    if not lines or not lines[0].startswith("Global analysis:"):
+        errors.append("missing 'Global analysis:' line first")
+    else:
+        parsed.global_analysis = lines.pop(0)[len("Global analysis:") :].strip()
+        if not parsed.global_analysis:
+            errors.append("empty global analysis")
+    if not lines or lines[0] != "Verification loop:":
+        errors.append("missing 'Verification loop:' line")
+    else:
+        lines.pop(0)
+    conclusion = None
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("Inspect "):
+            if conclusion is not None:
+                errors.append("a step after the final conclusion")
+            parsed.steps.append(_parse_step(line, number, errors))
+        elif line.startswith("Final conclusion:"):
+            if conclusion is not None:
+                errors.append("several final conclusions")
+            conclusion = line
+        else:
+            errors.append(f"line {number} of the loop is neither a step nor the conclusion: {line[:40]!r}")
+    if not parsed.steps:
+        errors.append("no verification step")
+    if conclusion is None:
+        errors.append("missing 'Final conclusion:' line")
+        return
+    match = _CONCLUSION.match(conclusion)
+    if match is None:
+        errors.append("final conclusion does not read 'Combined AUa + AUb indicate a dominant emotion of <label>.'")
+        return
+    if match.group("aus") is not None:
+        parsed.conclusion_aus = _parse_au_list(match.group("aus"), "+", "conclusion", errors)
+    parsed.conclusion_label = normalize_label(match.group("label"))
+    if parsed.conclusion_label is None:
+        errors.append(f"conclusion label {match.group('label')!r} is not a class")
+
+
+def _parse_step(line: str, number: int, errors: list[str]) -> TraceStep:
+    match = _STEP.match(line)
+    if match is None:
+        errors.append(f"step {number} does not read 'Inspect <region> (<AUs>) → <observation> → <bbox>[x1,y1,x2,y2]</bbox>'")
+        return TraceStep(region="", aus=(), observation=line[:200], box=None)
+    region = match.group("region").strip()
+    if region not in REGIONS:
+        errors.append(f"step {number}: unknown region {region[:40]!r}")
+    aus_text = match.group("aus").strip()
+    aus = () if aus_text == "none" else _parse_au_list(aus_text, ",", f"step {number}", errors)
+    observation = match.group("obs").strip()
+    if not observation:
+        errors.append(f"step {number}: empty observation")
+    box = _parse_box(match.group("box"), f"step {number}", errors)
+    return TraceStep(region=region, aus=aus, observation=observation, box=box)
+
+
+def _parse_au_list(text: str, separator: str, where: str, errors: list[str]) -> tuple[str, ...]:
+    aus: list[str] = []
+    for part in text.split(separator):
+        au = canonical_au(part) if part.strip().upper().startswith("AU") else None
+        if au is None or au not in AU_NAMES:
+            errors.append(f"{where}: {part.strip()[:20]!r} is not a known AU")
+        elif au in aus:
+            errors.append(f"{where}: {au} named twice")
+        else:
+            aus.append(au)
+    return tuple(aus)
+
+
+def _parse_box(text: str, where: str, errors: list[str]) -> Box | None:
+    match = _BOX.match(text)
+    parts = [p.strip() for p in match.group(1).split(",")] if match else []
+    if len(parts) != 4 or not all(_NUMBER.match(p) for p in parts):
+        errors.append(f"{where}: box is not [x1,y1,x2,y2] with 4 numbers")
+        return None
+    values = tuple(float(p) for p in parts)
+    if not all(math.isfinite(v) and 0.0 <= v <= MAX_COORDINATE for v in values):
+        errors.append(f"{where}: box coordinates must lie in [0, {MAX_COORDINATE:g}]")
+        return None
+    x1, y1, x2, y2 = values
+    if x2 <= x1 or y2 <= y1:
+        errors.append(f"{where}: box has x2 <= x1 or y2 <= y1")
+        return None
+    return values

@@ -1,0 +1,1 @@
+"""Training: SFTModule, GRPOModule, the GRPO objective (pure functions), reward callbacks, callbacks."""
