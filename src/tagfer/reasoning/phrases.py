@@ -141,6 +141,7 @@ PATTERN_ANALYSES: dict[str, tuple[str, ...]] = {
     "typical": ("The active units match the typical pattern.", "The detected units fit this expression well."),
     "partial": ("Part of the typical pattern is present.", "Some expected units are visible, others are faint."),
     "atypical": ("The expected units are faint, so subtler cues decide.", "The typical units are weak here."),
+    "slight": ("Only slight movements are present.", "The movements are minor and form no expression."),
     "relaxed": ("No action unit is clearly active.", "The regions checked show no clear movement."),
 }
 EVIDENCE_PATTERNS: tuple[str, ...] = tuple(PATTERN_ANALYSES)
@@ -163,17 +164,18 @@ def intensity_level(probability: float, threshold: float = 0.5) -> str:
     return "strong"
 
 
-def evidence_pattern(label: str, active: set[str], prior: tuple[str, ...]) -> str:
-    """Which :data:`PATTERN_ANALYSES` entry describes the evidence for ``label``.
+def evidence_pattern(active: set[str], prior: tuple[str, ...]) -> str:
+    """Which :data:`PATTERN_ANALYSES` entry describes ``active`` AUs against a label's prototype ``prior``.
 
-    ``relaxed`` when no AU is active; ``typical`` when every prototypical AU of the label is active;
-    ``partial`` when some are; ``atypical`` otherwise (also AUs active on a label without a prototype).
+    ``relaxed`` when no AU is active; ``slight`` when AUs are active but the label has no prototype
+    (neutral); ``typical`` when every prototypical AU of the label is active; ``partial`` when some are;
+    ``atypical`` otherwise.
     """
     if not active:
         return "relaxed"
-    present = [au for au in prior if au in active]
     if not prior:
-        return "atypical"
+        return "slight"
+    present = [au for au in prior if au in active]
     if len(present) == len(prior):
         return "typical"
     return "partial" if present else "atypical"
