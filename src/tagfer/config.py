@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "au.detector": ("builtin", "dataset_landmarks", "openface", "pyfeat", "synthetic"),
     "au.box_mode": ("region", "au"),
     "traces.source": ("template", "teacher"),
+    "traces.missing_prior": ("inspect", "weak", "drop"),
     "model.family": ("auto", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
     "model.tiny.family": ("qwen2_vl", "qwen2_5_vl"),
     "model.finetune": ("lora", "full"),
@@ -151,6 +152,7 @@ class TraceConfig:
     think_tags: bool = False  # wrap the reasoning in <think>…</think>
     top_k: int = 5
     seed: int = 0
+    missing_prior: str = "inspect"  # label without its prototypical AUs: inspect | weak | drop (reasoning.template)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
