@@ -131,3 +131,33 @@ def test_errors_unknown_label_and_wrong_completion_count() -> None:
         list(run_teacher([sample("a", "fear")], lambda images, prompts: [], TeacherOptions()))
     with pytest.raises(ValueError):
         TeacherOptions(batch_size=0)
+
+
+def test_tiny_model_as_teacher_counts_attempts_and_keeps_only_verified_traces(tiny_qwen2_vl_dir) -> None:
+    import numpy as np
+
+    from fixtures_models import tiny_model_cfg
+    from tagfer.models.loader import load_vlm
+    from tagfer.reasoning.teacher import vlm_generator
+
+    model, processor, _ = load_vlm(tiny_model_cfg(tiny_qwen2_vl_dir), for_training=False)
+    calls: list[int] = []
+    tiny = vlm_generator(model, processor, max_new_tokens=12, temperature=1.0)
+
+    def generate(images, prompts):
+        calls.append(len(prompts))
+        return tiny(images, prompts)
+
+    image = np.full((64, 80, 3), 128, dtype=np.uint8)
+    samples = [TeacherSample(str(i), image, "happiness", {"AU12": 0.9}, {"AU12": (1, 2, 30, 40)}) for i in range(3)]
+    options = TeacherOptions(teacher="tiny", max_format_retries=1, max_label_retries=1, batch_size=2)
+    results = list(run_teacher(samples, generate, options))
+    assert sorted(r.sample.id for r in results) == ["0", "1", "2"]
+    assert sum(calls) == sum(r.attempts for r in results)  # every generated completion is accounted for
+    for r in results:
+        assert r.attempts == r.format_failures + r.wrong_predictions + (r.status == KEPT)
+        assert r.attempts <= 1 + options.max_format_retries + options.max_label_retries
+        if r.status == KEPT:
+            assert parse_trace(r.trace).valid and parse_trace(r.trace).answer == "happiness"
+        else:
+            assert r.trace is None and r.status in (FORMAT_FAILED, LABEL_FAILED)

@@ -144,7 +144,7 @@ def build_template_trace(
     if not evidence.face_found:
         raise TemplateSkip("no_face", "the AU detector found no face")
     prior = EXPRESSION_PRIORS[label]
-    cited = _cited_aus(evidence, options)
+    cited = groundable_top_k(evidence, options.top_k, options.threshold)
     active = set(cited)
     policy = None
     relaxed: list[str] = []
@@ -219,14 +219,13 @@ def _usable_box(box) -> bool:
     )
 
 
-def _cited_aus(evidence: AUEvidence, options: TemplateOptions) -> dict[str, float]:
-    """Top-K active AUs, strongest first, among those with a region and a usable box."""
+def groundable_top_k(evidence: AUEvidence, top_k: int, threshold: float) -> dict[str, float]:
+    """The ``top_k`` strongest AUs with probability ≥ ``threshold`` among those the vocabulary places in
+    a region and that have a usable box (finite, positive area), strongest first."""
     groundable = {
-        au: p
-        for au, p in evidence.active(options.threshold).items()
-        if au in AU_REGION and _usable_box(evidence.au_box.get(au))
+        au: p for au, p in evidence.active(threshold).items() if au in AU_REGION and _usable_box(evidence.au_box.get(au))
     }
-    return dict(list(groundable.items())[: options.top_k])
+    return dict(list(groundable.items())[:top_k])
 
 
 def _weak_prior_aus(evidence: AUEvidence, prior: tuple[str, ...], limit: int) -> dict[str, float]:
