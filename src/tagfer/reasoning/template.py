@@ -28,7 +28,8 @@ The recipe (TAG's data construction without a teacher VLM):
    convention *after the processor's resize* (``tagfer.models.boxes.to_model_space``), then rounded to
    integers, clipped at 0 and widened to at least 1 unit so the grammar accepts them.
 6. **Global analysis**: a class sentence and an evidence-pattern sentence
-   (:func:`tagfer.reasoning.phrases.evidence_pattern`); **conclusion**: the cited AUs, strongest first.
+   (:func:`tagfer.reasoning.phrases.evidence_pattern` over *all* active AUs, not only the Top-K: it
+   describes the whole face); **conclusion**: the cited AUs, strongest first.
 
 Every trace is rendered, parsed back and compared (:func:`check_round_trip`); a mismatch is a bug in
 the grammar or the phrase bank and raises :class:`TraceRoundTripError`.
@@ -145,10 +146,9 @@ def build_template_trace(
         raise TemplateSkip("no_face", "the AU detector found no face")
     prior = EXPRESSION_PRIORS[label]
     cited = groundable_top_k(evidence, options.top_k, options.threshold)
-    active = set(cited)
     policy = None
     relaxed: list[str] = []
-    if prior and not active & set(prior):
+    if prior and not set(cited) & set(prior):
         policy = options.missing_prior
         if policy == "drop":
             raise TemplateSkip("missing_prior", f"no prototypical AU of {label} {list(prior)} is active")
@@ -171,7 +171,7 @@ def build_template_trace(
         for region in relaxed
     ]
     steps.sort(key=lambda item: item[0])
-    pattern = evidence_pattern(active, prior)
+    pattern = evidence_pattern({au for au in evidence.active(options.threshold) if au in AU_REGION}, prior)
     analysis = f"{rng.choice(CLASS_ANALYSES[label])} {rng.choice(PATTERN_ANALYSES[pattern])}"
     trace = Trace(analysis, tuple(step for _, step in steps), tuple(cited), label)
     text = check_round_trip(trace, think_tags=options.think_tags)
