@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 Size = tuple[int, int]
 
-__all__ = ["BuildReport", "ModelSpace", "build_command", "build_traces", "read_traces", "resolve_trace_paths"]
+__all__ = ["BuildReport", "ModelSpace", "build_command", "build_trace_file", "build_traces", "read_traces", "resolve_trace_paths"]
 
 
 # ------------------------------------------------------------------------------------ model spaces
@@ -372,6 +372,39 @@ def load_teacher(cfg: Any) -> tuple[GenerateFn, ModelSpace, str]:
     return generate, processor_space(processor, family), str(teacher.name_or_path)
 
 
+def build_trace_file(
+    spec: Any,
+    path: Path,
+    records: list,
+    cache: Any,
+    cfg: Any,
+    *,
+    source: str,
+    student: ModelSpace,
+    teacher: tuple[GenerateFn, ModelSpace, str] | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Build (or resume) one trace file from ``records`` and their AU ``cache`` (``lookup(id)`` →
+    :class:`AUEvidence` or None, ``passed_quality(id)``); writes ``<file>.stats.json`` and returns the report."""
+    from tqdm.auto import tqdm
+
+    if source == "teacher" and teacher is None:
+        raise ValueError("source='teacher' needs teacher=(generate, teacher space, name)")
+    build = _Build(spec, path, source, student, cfg)
+    todo = sum(not build.done(r.id) for r in records)
+    try:
+        with tqdm(total=todo, desc=f"traces {spec.name}/{spec.split}", disable=not progress, unit="img") as bar:
+            samples = build.samples(records, cache, bar.update)
+            if source == "template":
+                _template(build, samples, bar.update)
+            else:
+                _teacher(build, samples, bar.update, *teacher)
+    finally:
+        report = build.finish()
+    _write_stats(report)
+    return report
+
+
 def build_traces(
     cfg: Any,
     *,
@@ -389,8 +422,6 @@ def build_traces(
         student: the student's box space; default :func:`student_space` of ``model``.
         progress: show a tqdm bar per file.
     """
-    from tqdm.auto import tqdm
-
     from tagfer.au.cache import ensure_au_cache
     from tagfer.data.readers import read_dataset
 
@@ -404,18 +435,10 @@ def build_traces(
     reports = []
     for spec, path in targets:
         records = read_dataset(spec, strict=cfg.data.strict).records
-        cache = ensure_au_cache(spec, cfg.au)
-        build = _Build(spec, path, source, student, cfg)
-        todo = sum(not build.done(r.id) for r in records)
-        with tqdm(total=todo, desc=f"traces {spec.name}/{spec.split}", disable=not progress, unit="img") as bar:
-            samples = build.samples(records, cache, bar.update)
-            if source == "template":
-                _template(build, samples, bar.update)
-            else:
-                _teacher(build, samples, bar.update, *teacher)
-        report = build.finish()
-        _write_stats(report)
-        reports.append(report)
+        cache = ensure_au_cache(spec, cfg.au, progress=progress)
+        reports.append(
+            build_trace_file(spec, path, records, cache, cfg, source=source, student=student, teacher=teacher, progress=progress)
+        )
     return reports
 
 
