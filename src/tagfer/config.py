@@ -125,6 +125,7 @@ class QualityConfig:
 class AUConfig:
     detector: str = "synthetic"  # builtin | dataset_landmarks | openface | pyfeat | synthetic
     external_dir: Optional[str] = None  # OpenFace / py-feat output directory or CSV file
+    crop_fallback: bool = False  # builtin: fit landmarks on the whole image when dlib finds no face (face crops)
     cache_dir: str = "outputs/au_cache"
     box_mode: str = "region"  # region (shared region templates, TAG's figure) | au (one box per AU)
     threshold: float = 0.5  # an AU is active when its probability ≥ threshold

@@ -1,24 +1,57 @@
-"""``tagfer au-cache``: build and inspect the AU cache."""
+"""``tagfer au-cache``: build and inspect the AU cache (heavy imports happen in the handlers)."""
 
 from __future__ import annotations
 
 import argparse
+
+from tagfer.config import CHOICES, SPLITS, DatasetSpec, QualityConfig
 
 
 def register(subparsers) -> None:
     cache = subparsers.add_parser("au-cache", help="AU cache: build (detect AUs for a dataset), show one entry")
     sub = cache.add_subparsers(dest="au_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="run an AU detector over a dataset and cache the results")
-    build.add_argument("--dataset", required=True)
-    build.add_argument("--root", required=True)
-    build.add_argument("--detector", required=True, help="builtin | dataset_landmarks | openface | pyfeat | synthetic")
-    build.add_argument("--out", required=True, help="cache directory")
+    add_build_arguments(build)
     build.set_defaults(func=_build)
-    show = sub.add_parser("show", help="print one cached entry as JSON")
-    show.add_argument("--cache", required=True)
+    show = sub.add_parser("show", help="print one cached entry (original-image pixels)")
+    show.add_argument("--cache", required=True, help="cache directory")
     show.add_argument("--id", required=True, help="image path relative to the dataset root")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="one JSON object: id, face_box, landmarks, au_prob, au_box, ...")
     show.set_defaults(func=_show)
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tagfer au-cache build``."""
+    defaults = DatasetSpec()
+    quality = QualityConfig()
+    parser.add_argument("--dataset", required=True, help="rafdb | ferplus | affectnet | imagefolder | synthetic")
+    parser.add_argument("--root", required=True, help="dataset root folder")
+    parser.add_argument("--detector", required=True, choices=CHOICES["au.detector"])
+    parser.add_argument("--out", required=True, help="cache directory (e.g. outputs/au_cache/<dataset>-<detector>)")
+    parser.add_argument("--split", action="append", choices=SPLITS, help="split to cache (repeatable; default: train, val and test)")
+    reader = parser.add_argument_group("dataset reader options")
+    reader.add_argument("--image-variant", default=defaults.image_variant, help="rafdb: aligned | original")
+    reader.add_argument("--layout", default=defaults.layout, help="ferplus: auto | csv | folders; affectnet: auto | csv | npy")
+    reader.add_argument("--label-mode", default=defaults.label_mode, help="ferplus train labels: majority | probability | crossentropy | multi_target")
+    reader.add_argument("--num-classes", type=int, default=defaults.num_classes, help="affectnet: 7 or 8")
+    reader.add_argument("--num-samples", type=int, default=defaults.num_samples, help="synthetic: faces per split")
+    reader.add_argument("--image-size", type=int, default=defaults.image_size, help="synthetic: image side")
+    reader.add_argument("--seed", type=int, default=defaults.seed, help="synthetic: generator seed")
+    reader.add_argument("--strict", action="store_true", help="a corrupt image is an error instead of a counted skip")
+    det = parser.add_argument_group("detector options")
+    det.add_argument("--external", help="openface / pyfeat: their output folder or CSV file")
+    det.add_argument("--crop-fallback", action="store_true", help="builtin: fit landmarks on the whole image when dlib finds no face (face-crop datasets)")
+    det.add_argument("--box-mode", default="region", choices=("region", "au"), help="region: shared region templates; au: one box per AU")
+    run = parser.add_argument_group("build options")
+    run.add_argument("--workers", type=int, default=0, help="worker processes (0: in this process)")
+    run.add_argument("--shard-size", type=int, default=256, help="images per shard (the unit of resuming)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing cache (or split) instead of refusing")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    qual = parser.add_argument_group("face-quality filter")
+    qual.add_argument("--no-quality", action="store_true", help="disable the filter (only 'no face' is dropped)")
+    qual.add_argument("--min-sharpness", type=float, default=quality.min_sharpness, help="variance of the Laplacian of the grey face crop")
+    qual.add_argument("--min-face-score", type=float, default=quality.min_face_score)
+    qual.add_argument("--min-face-size", type=int, default=quality.min_face_size, help="pixels, shorter side of the face box")
 
 
 def _build(args: argparse.Namespace) -> int:

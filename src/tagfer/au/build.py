@@ -1,0 +1,375 @@
+"""Build the AU cache of a dataset: run a detector over every image, in shards, resumably, in parallel.
+
+``tagfer au-cache build --dataset NAME --root DIR --detector NAME --out DIR`` (see :func:`add_build_arguments`)
+reads each requested split with the dataset reader and calls :func:`build_split`, which
+
+1. sorts the records by id and cuts them into shards of ``shard_size``;
+2. writes ``<out>/<split>/plan.json`` (fingerprint, ids, detector, box mode, shard size) — a build
+   resumed with the same plan keeps every finished shard (checksum verified) and recomputes the rest;
+   a different plan for an unfinished split starts that split over;
+3. runs the missing shards in worker processes (``workers`` > 0) or in-process: each image is decoded
+   (``tagfer.data.images.load_image``), passed to the detector, measured by the face-quality filter,
+   and stored as one row; a corrupt image is skipped and listed (or raises with ``strict``); a face
+   that is not found is stored with ``face_found = False``;
+4. writes ``<out>/<split>/index.json`` and finally records the split in ``<out>/meta.json``.
+
+A lock file (``<out>/.lock``, ``fcntl.flock``) keeps two builds from writing one cache at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from tagfer.au.cache import FORMAT, FORMAT_VERSION, AUCache, CacheMismatchError, read_meta, rebuild_command
+from tagfer.au.detectors import DetectorSpec
+from tagfer.au.fingerprint import dataset_fingerprint
+from tagfer.au.quality import VERDICTS, laplacian_sharpness, quality_verdict
+from tagfer.au.quality import face_size as box_face_size
+from tagfer.au.shards import atomic_write_json, evidence_row, read_shard_info, row_dtype, shard_name, write_shard
+from tagfer.au.vocabulary import AU_LIST
+from tagfer.config import SPLITS, DatasetSpec, QualityConfig
+
+log = logging.getLogger(__name__)
+
+#: DatasetSpec fields that change what a reader returns (written into the rebuild command when not default).
+READER_OPTIONS = ("image_variant", "layout", "label_mode", "num_classes", "num_samples", "image_size", "seed")
+
+
+# ------------------------------------------------------------------------------------------- workers
+@dataclasses.dataclass(frozen=True)
+class ShardTask:
+    index: int
+    records: list
+    directory: Path
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(detector: DetectorSpec, quality: dict, strict: bool) -> None:
+    _WORKER.update(detector=detector.create(), quality=QualityConfig(**quality), strict=strict)
+
+
+def _run_shard(task: ShardTask) -> tuple[int, int, Counter]:
+    """Detect every record of one shard and write the shard; returns (index, records done, verdict counts)."""
+    from tagfer.data.images import CorruptImageError, load_image
+
+    detector, quality, strict = _WORKER["detector"], _WORKER["quality"], _WORKER["strict"]
+    prob_aus, box_aus = detector.au_list, AU_LIST
+    ids, rows, skipped, counts = [], [], {}, Counter()
+    for record in task.records:
+        try:
+            image = load_image(record)
+        except CorruptImageError as err:
+            if strict:
+                raise
+            skipped[record.id] = str(err)
+            counts["corrupt (skipped)"] += 1
+            continue
+        evidence = detector.detect(image, record)
+        sharpness = laplacian_sharpness(image, evidence.face_box) if evidence.face_found else 0.0
+        size = box_face_size(evidence.face_box) if evidence.face_found else 0.0
+        verdict = quality_verdict(evidence.face_found, evidence.face_score, size, sharpness, quality)
+        counts[verdict] += 1
+        ids.append(record.id)
+        rows.append(evidence_row(evidence, sharpness, verdict, prob_aus, box_aus))
+    array = np.array(rows, dtype=row_dtype(len(prob_aus), len(box_aus))) if rows else np.zeros(0, row_dtype(len(prob_aus), len(box_aus)))
+    write_shard(task.directory, task.index, ids, array, skipped)
+    return task.index, len(task.records), counts
+
+
+# --------------------------------------------------------------------------------------------- build
+@contextmanager
+def cache_lock(directory: Path):
+    """Exclusive lock on ``<directory>/.lock`` for the duration of a build (waits for another build)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another build of %s to finish", directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def dataset_source(spec, detector: DetectorSpec) -> dict:
+    """What ``meta.json`` keeps to write the rebuild command: root, non-default reader options, external files."""
+    defaults = DatasetSpec()
+    options = {name: getattr(spec, name) for name in READER_OPTIONS if getattr(spec, name) != getattr(defaults, name)}
+    return {
+        "dataset": spec.name,
+        "root": str(spec.root),
+        "reader_options": options,
+        "external": detector.external,
+        "crop_fallback": detector.crop_fallback,
+    }
+
+
+def build_split(
+    records: list,
+    detector: DetectorSpec,
+    out,
+    *,
+    split: str,
+    source: dict,
+    quality: QualityConfig | None = None,
+    shard_size: int = 256,
+    workers: int = 0,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> AUCache:
+    """Cache the evidence of ``records`` (one split of one dataset) in ``out`` (module docstring).
+
+    Args:
+        source: :func:`dataset_source` (dataset name, root, reader options) for ``meta.json``.
+        quality: face-quality thresholds (default ``QualityConfig()``: only "no face" fails).
+        overwrite: replace this split if it is already cached, or the whole cache when it was built
+            by another detector / box mode.
+        on_shard: called with ``(shard index, records in it)`` after each finished shard.
+
+    Returns the opened cache. Raises :class:`CacheMismatchError` when ``out`` holds a cache of another
+    dataset, detector or box mode (and ``overwrite`` is false), ``ValueError`` when an importer matches
+    none of the records.
+    """
+    out = Path(out)
+    quality = quality or QualityConfig()
+    quality_dict = {f.name: getattr(quality, f.name) for f in dataclasses.fields(QualityConfig)}
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be ≥ 1, got {shard_size}")
+    records = sorted(records, key=lambda r: r.id)
+    if any(r.split != split for r in records):
+        raise ValueError(f"build_split(split={split!r}) got records of other splits: {sorted({r.split for r in records})}")
+    instance = detector.create()
+    _check_coverage(instance, records)
+    with cache_lock(out):
+        meta = _prepare_meta(out, instance, detector, source, quality_dict, overwrite)
+        if split in meta["splits"] and not overwrite:
+            log.info("%s: split %r is already cached", out, split)
+            return AUCache.open(out)
+        directory = out / split
+        if split in meta["splits"]:  # overwrite: forget the split before its files go
+            meta = {**meta, "splits": {k: v for k, v in meta["splits"].items() if k != split}}
+            atomic_write_json(out / "meta.json", meta)
+        fingerprint = dataset_fingerprint(records).get(split, hashlib.sha256(b"").hexdigest())
+        plan = {
+            "split": split,
+            "fingerprint": fingerprint,
+            "ids_sha256": hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest(),
+            "records": len(records),
+            "shard_size": shard_size,
+            "detector": instance.describe(),
+            "box_mode": detector.box_mode,
+            "quality": quality_dict,
+        }
+        _start_plan(directory, plan, reset=overwrite)
+        shards = [records[i : i + shard_size] for i in range(0, len(records), shard_size)]
+        todo = [ShardTask(i, chunk, directory) for i, chunk in enumerate(shards) if read_shard_info(directory, i) is None]
+        counts = _run_tasks(todo, detector, quality_dict, strict, workers, len(records) - sum(len(t.records) for t in todo), len(records), progress, on_shard)
+        _finish_split(out, directory, meta, plan, len(shards), counts)
+    return AUCache.open(out)
+
+
+def _check_coverage(instance, records) -> None:
+    missing = instance.missing(records)
+    if records and len(missing) == len(records):
+        raise ValueError(
+            f"detector {instance.name!r} has data for none of the {len(records)} records "
+            f"(e.g. {records[0].id!r}); check --external / the dataset's landmarks"
+        )
+    if missing:
+        log.warning("detector %s has no data for %d of %d records (stored as 'no face'), e.g. %s", instance.name, len(missing), len(records), missing[:3])
+
+
+def _prepare_meta(out: Path, instance, detector: DetectorSpec, source: dict, quality: dict, overwrite: bool) -> dict:
+    """The cache's ``meta.json`` content (existing one checked for compatibility, or a new one)."""
+    wanted = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset": source["dataset"],
+        "detector": instance.describe(),
+        "box_mode": detector.box_mode,
+        "box_aus": list(AU_LIST),
+        "source": {k: v for k, v in source.items() if k != "dataset"},
+        "quality": quality,
+        "splits": {},
+    }
+    try:
+        meta = read_meta(out)
+    except CacheMismatchError:
+        if not overwrite:
+            raise
+        meta = None
+    if meta is not None:
+        same = all(meta.get(k) == wanted[k] for k in ("dataset", "detector", "box_mode", "box_aus"))
+        if same:
+            return meta
+        if not overwrite:
+            raise CacheMismatchError(
+                f"{out} holds an AU cache of dataset {meta.get('dataset')!r} by {meta['detector']['name']} "
+                f"{meta['detector']['version']} with box_mode {meta.get('box_mode')!r}; this build is "
+                f"{wanted['dataset']!r} by {instance.name} {instance.version} with box_mode {detector.box_mode!r}. "
+                f"Choose another --out, or replace it:\n  {rebuild_command(wanted, list(meta['splits']) or ['train'], out, detector.name)}"
+            )
+        _remove_cache(out, meta)
+    elif overwrite:
+        _remove_cache(out, None)
+    return wanted
+
+
+def _remove_cache(out: Path, meta: dict | None) -> None:
+    """Delete what a cache build wrote in ``out`` (split folders with a plan, meta.json) — nothing else."""
+    for split in SPLITS:
+        if (out / split / "plan.json").is_file():
+            shutil.rmtree(out / split)
+    (out / "meta.json").unlink(missing_ok=True)
+
+
+def _start_plan(directory: Path, plan: dict, reset: bool) -> None:
+    """Write ``plan.json``; an older, different plan (or ``reset``) discards the split's shards first."""
+    path = directory / "plan.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if reset or previous != plan:
+            if not reset:
+                log.info("%s: the dataset or settings changed since the unfinished build; starting this split over", directory)
+            shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.tmp"):
+        stale.unlink()
+    if not path.is_file():
+        atomic_write_json(path, plan)
+
+
+def _run_tasks(todo, detector, quality, strict, workers, done, total, progress, on_shard) -> Counter:
+    from tqdm.auto import tqdm
+
+    counts: Counter = Counter()
+    bar = tqdm(total=total, initial=done, unit="img", desc="AU cache", disable=not progress)
+    try:
+        if workers > 0 and len(todo) > 1:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(detector, quality, strict)) as pool:
+                for index, n, shard_counts in pool.map(_run_shard, todo):
+                    counts.update(shard_counts)
+                    bar.update(n)
+                    if on_shard:
+                        on_shard(index, n)
+        else:
+            _init_worker(detector, quality, strict)
+            for task in todo:
+                index, n, shard_counts = _run_shard(task)
+                counts.update(shard_counts)
+                bar.update(n)
+                if on_shard:
+                    on_shard(index, n)
+    finally:
+        bar.close()
+    return counts
+
+
+def _finish_split(out: Path, directory: Path, meta: dict, plan: dict, n_shards: int, counts: Counter) -> None:
+    shards, skipped, dropped = [], {}, {}
+    for index in range(n_shards):
+        info = read_shard_info(directory, index)
+        if info is None:
+            raise RuntimeError(f"{directory}: shard {index} is missing or damaged after the build")
+        shards.append({"file": f"{shard_name(index)}.npy", "sha256": info["sha256"], "ids": info["ids"]})
+        skipped.update(info["skipped"])
+        codes = np.load(directory / f"{shard_name(index)}.npy", mmap_mode="r")["quality"]
+        dropped.update({rid: VERDICTS[int(c)] for rid, c in zip(info["ids"], codes) if int(c) != 0})
+    rows = sum(len(s["ids"]) for s in shards)
+    atomic_write_json(directory / "index.json", {"split": plan["split"], "fingerprint": plan["fingerprint"], "shards": shards, "skipped": skipped, "dropped": dropped})
+    meta = dict(meta)
+    meta["splits"] = {
+        **meta["splits"],
+        plan["split"]: {"fingerprint": plan["fingerprint"], "records": plan["records"], "rows": rows, "skipped": len(skipped), "shards": n_shards},
+    }
+    atomic_write_json(out / "meta.json", meta)
+    summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "all shards were already finished"
+    log.info("%s/%s: %d images cached, %d skipped, %d dropped by the quality filter (%s)", out, plan["split"], rows, len(skipped), len(dropped), summary)
+
+
+# ------------------------------------------------------------------------------------ config / CLI
+def detector_spec(au_cfg) -> DetectorSpec:
+    """The :class:`DetectorSpec` an ``au`` config section asks for."""
+    return DetectorSpec(
+        name=au_cfg.detector,
+        box_mode=au_cfg.box_mode,
+        external=au_cfg.external_dir,
+        crop_fallback=bool(au_cfg.crop_fallback),
+    )
+
+
+def read_full_split(spec, strict: bool) -> tuple[list, dict]:
+    """``(records, reader skips)`` of the whole split ``spec`` names (its ``limit`` and ``classes`` ignored)."""
+    from tagfer.data.readers import read_dataset
+
+    values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(DatasetSpec)}
+    full = DatasetSpec(**{**values, "limit": None, "classes": None})
+    result = read_dataset(full, strict=strict)
+    return list(result.records), dict(result.skipped)
+
+
+def _available_splits(dataset: str, root: str, options: dict) -> list[str]:
+    """The splits present on disk (every split for the synthetic reader, which generates them)."""
+    from tagfer.data.readers import available_splits, reader
+
+    module = reader(dataset)
+    return list(SPLITS) if dataset == "synthetic" else available_splits(dataset, root, **{k: v for k, v in options.items() if k in module.OPTIONS})
+
+
+def build_command(args: argparse.Namespace) -> int:
+    """``tagfer au-cache build``: read each split, build it, print a one-line summary per split."""
+    detector = DetectorSpec(args.detector, args.box_mode, args.external, args.crop_fallback)
+    quality = QualityConfig(
+        enabled=not args.no_quality,
+        min_sharpness=args.min_sharpness,
+        min_face_score=args.min_face_score,
+        min_face_size=args.min_face_size,
+    )
+    options = {name: getattr(args, name) for name in READER_OPTIONS}
+    splits = args.split or _available_splits(args.dataset, args.root, options)
+    for split in splits:
+        spec = DatasetSpec(name=args.dataset, root=args.root, split=split, **options)
+        records, reader_skips = read_full_split(spec, strict=args.strict)
+        if reader_skips:
+            print(f"{split}: the reader skipped {reader_skips}")
+        if not records:
+            print(f"{split}: no records, nothing to cache")
+            continue
+        cache = build_split(
+            records,
+            detector,
+            args.out,
+            split=split,
+            source=dataset_source(spec, detector),
+            quality=quality,
+            shard_size=args.shard_size,
+            workers=args.workers,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        info = cache.meta["splits"][split]
+        dropped = len(cache.split_index(split)["dropped"])
+        print(f"{split}: {info['rows']} images cached, {info['skipped']} corrupt skipped, {dropped} dropped by quality → {args.out}")
+    return 0

@@ -1,0 +1,83 @@
+"""The detector interface: every AU source (built-in, dataset landmarks, importers, synthetic truth).
+
+A detector turns one image (and its dataset record) into :class:`~tagfer.au.evidence.AUEvidence` in
+original-image pixels. All of them end in 68 landmarks, so the AU boxes are always computed the same
+way (:func:`tagfer.au.regions.au_boxes`), for every AU of the project's vocabulary
+(:data:`~tagfer.au.vocabulary.AU_LIST`) — also those the detector gives no probability for, so a trace
+can point at a region whose AUs this detector cannot see. ``au_prob`` covers exactly ``au_list``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from tagfer.au.evidence import AUEvidence
+from tagfer.au.regions import au_boxes, check_landmarks, landmarks_box
+from tagfer.au.vocabulary import AU_LIST
+from tagfer.data.records import FaceRecord
+
+BOX_MODES = ("region", "au")
+
+
+class AUDetector(ABC):
+    """One AU source. Subclasses set ``name`` (registry key), ``version`` and ``au_list``.
+
+    ``version`` changes whenever the output of the detector changes for the same input: a cache built
+    by another version is stale. ``au_list`` is the ordered tuple of AUs in ``au_prob``.
+    """
+
+    name: str = ""
+    version: str = ""
+    au_list: tuple[str, ...] = ()
+
+    def __init__(self, box_mode: str = "region"):
+        if box_mode not in BOX_MODES:
+            raise ValueError(f"box_mode={box_mode!r}; expected one of {list(BOX_MODES)}")
+        self.box_mode = box_mode
+
+    @abstractmethod
+    def detect(self, image: np.ndarray, record: FaceRecord) -> AUEvidence:
+        """Evidence for ``record`` whose decoded ``image`` is ``[H, W, 3]`` uint8 RGB.
+
+        Never raises for "no face": returns ``AUEvidence(face_found=False)``.
+        """
+
+    def missing(self, records: list[FaceRecord]) -> list[str]:
+        """Ids of ``records`` this source has no data for (importers: no matching output file)."""
+        return []
+
+    def describe(self) -> dict:
+        """What the AU cache stores about the detector (``meta.json``)."""
+        return {"name": self.name, "version": self.version, "au_list": list(self.au_list)}
+
+    def evidence(
+        self,
+        landmarks,
+        image_size: tuple[int, int],
+        au_prob: dict[str, float],
+        face_box=None,
+        face_score: float = 1.0,
+    ) -> AUEvidence:
+        """Assemble evidence from landmarks: boxes for every vocabulary AU, ``au_prob`` restricted to ``au_list``.
+
+        ``image_size`` is ``(width, height)``; ``face_box`` defaults to the landmarks' bounding box.
+        """
+        points = check_landmarks(landmarks)
+        box = landmarks_box(points) if face_box is None else tuple(float(v) for v in face_box)
+        return AUEvidence(
+            face_found=True,
+            face_box=box,
+            landmarks=points.astype(np.float32),
+            au_prob={au: float(np.clip(au_prob[au], 0.0, 1.0)) for au in self.au_list if au in au_prob},
+            au_box=au_boxes(points, AU_LIST, image_size, self.box_mode),
+            face_score=float(face_score),
+        )
+
+
+
+def image_size_of(image: np.ndarray) -> tuple[int, int]:
+    """``(width, height)`` of an ``[H, W]`` or ``[H, W, C]`` image array."""
+    height, width = np.asarray(image).shape[:2]
+    return int(width), int(height)
