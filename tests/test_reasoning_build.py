@@ -202,3 +202,35 @@ def test_cli_parses_the_build_command() -> None:
 
     args = build_parser().parse_args(["traces", "build", "--source", "teacher", "--config", "configs/sft.yaml", "traces.top_k=3"])
     assert (args.source, args.overrides, args.func.__name__) == ("teacher", ["traces.top_k=3"], "_build")
+
+
+def test_traces_build_command_end_to_end_on_synthetic_faces(tmp_path, tiny_qwen2_vl_dir, configs_dir, capsys) -> None:
+    """Real readers, AU cache and tiny-model processor: template traces, then a resumed no-op run, then
+    the tiny model as teacher (random weights: only verified traces may reach the file)."""
+    from tagfer.cli import main
+
+    def run(source: str, traces: str, limit: int) -> int:
+        return main(
+            [
+                "traces", "build", "--source", source, "--config", str(configs_dir / "sft.yaml"),
+                f"data.train=[{{name: synthetic, root: {tmp_path}/data, split: train, num_samples: 16, limit: {limit}, traces: {tmp_path}/{traces}}}]",
+                f"au.cache_dir={tmp_path}/au", f"model.name_or_path={tiny_qwen2_vl_dir}",
+                f"traces.teacher.name_or_path={tiny_qwen2_vl_dir}", "traces.teacher.max_new_tokens=8",
+                "traces.teacher.max_format_retries=1", "traces.teacher.max_label_retries=0",
+            ]
+        )
+
+    assert run("template", "template.jsonl", 16) == 0
+    traces = read_traces(tmp_path / "template.jsonl")
+    assert len(traces) == 16 and {t["convention"] for t in traces.values()} == {"norm1000"}
+    assert "16 new" in capsys.readouterr().out
+    assert run("template", "template.jsonl", 16) == 0
+    assert "0 new, 16 already done" in capsys.readouterr().out
+
+    assert run("teacher", "teacher.jsonl", 3) == 0
+    stats = json.loads((tmp_path / "teacher.stats.json").read_text())
+    assert stats["totals"]["kept"] + stats["totals"]["dropped"] == 3
+    kept = read_traces(tmp_path / "teacher.jsonl")  # validates every kept line
+    assert len(kept) == stats["totals"]["kept"]
+    rejected = [json.loads(l) for l in rejected_path(tmp_path / "teacher.jsonl").read_text().splitlines()]
+    assert all(r["provenance"]["attempts"] == r["provenance"]["format_failures"] + r["provenance"]["wrong_predictions"] for r in rejected)
