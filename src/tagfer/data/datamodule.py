@@ -1,0 +1,246 @@
+"""``FERDataModule``: one LightningDataModule for every dataset and mixtures of them, with cached AU maps.
+
+Each split (``data.train`` / ``data.val`` / ``data.test``) is a list of :class:`tagfer.config.DatasetSpec`;
+their records are concatenated. Every record is joined with its AU cache entry (built on first use by
+:func:`tagfer.au.cache.ensure_au_cache`) and, when the spec names a trace file, its reasoning trace.
+
+A sample (what ``FERDataset[i]`` returns, before the collate function)::
+
+    {"id": str, "dataset": str, "label": int, "label_name": str, "soft_label": [8] float array | None,
+     "image": [H, W, 3] uint8, "image_size": (W, H),
+     "face_found": bool, "face_box": box | None, "landmarks": [68, 2] float32 | None,
+     "au_prob": {AU: p}, "au_box": {AU: (x1, y1, x2, y2)}, "trace": str | None}
+
+Coordinates are pixels of the (augmented) image. Training images are augmented with albumentations;
+boxes, landmarks and the boxes written inside a trace follow every geometric transform
+(:mod:`tagfer.data.transforms`). The collate function (model-specific: it owns the processor, so the
+pixel preprocessing and tokenisation run in the DataLoader workers) is passed in by the training stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+
+from tagfer.au.cache import ensure_au_cache
+from tagfer.au.evidence import AUEvidence
+from tagfer.classes import CLASS_NAMES
+from tagfer.data.images import CorruptImageError, load_image
+from tagfer.data.readers import read_dataset
+from tagfer.data.records import FaceRecord
+from tagfer.data.trace_boxes import TraceBoxMapper
+from tagfer.data.transforms import apply_augmentation, build_augmentation
+from tagfer.reasoning.build import read_traces
+
+log = logging.getLogger(__name__)
+
+Sample = dict
+
+
+@dataclass
+class FaceItem:
+    """A record joined with its AU evidence and (for SFT) its trace text."""
+
+    record: FaceRecord
+    evidence: AUEvidence
+    trace: str | None = None
+
+
+class FERDataset(Dataset):
+    """Samples of one dataset split (see the module docstring for the sample layout)."""
+
+    def __init__(self, items: list[FaceItem], *, augment=None, trace_mapper: TraceBoxMapper | None = None):
+        self.items = items
+        self.augment = augment
+        self.trace_mapper = trace_mapper
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        return [item.record.label for item in self.items]
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.items[index]
+        record, evidence = item.record, item.evidence
+        image = load_image(record)
+        boxes = dict(evidence.au_box)
+        if evidence.face_box is not None:
+            boxes["__face__"] = evidence.face_box
+        trace = item.trace
+        trace_boxes = self.trace_mapper.boxes_in_pixels(trace, record.id, image.shape) if (trace and self.augment and self.trace_mapper) else {}
+        boxes.update(trace_boxes)
+        landmarks = evidence.landmarks
+        if self.augment is not None:
+            out = apply_augmentation(self.augment, image, boxes, landmarks)
+            image, boxes, landmarks = out.image, out.boxes, out.landmarks
+            if trace_boxes:
+                trace = self.trace_mapper.rewrite(trace, {k: boxes.get(k) for k in trace_boxes}, image.shape)
+        face_box = boxes.pop("__face__", None)
+        au_box = {k: v for k, v in boxes.items() if not k.startswith("__")}
+        return {
+            "id": record.id,
+            "dataset": record.dataset,
+            "label": record.label,
+            "label_name": CLASS_NAMES[record.label],
+            "soft_label": record.soft_label,
+            "image": image,
+            "image_size": (int(image.shape[1]), int(image.shape[0])),
+            "face_found": bool(evidence.face_found),
+            "face_box": face_box,
+            "landmarks": landmarks,
+            "au_prob": dict(evidence.au_prob),
+            "au_box": au_box,
+            "trace": trace,
+        }
+
+
+def class_balanced_weights(labels: list[int]) -> torch.Tensor:
+    """Per-sample weight 1 / count(class of the sample): every class is drawn equally often."""
+    counts = Counter(labels)
+    return torch.tensor([1.0 / counts[y] for y in labels], dtype=torch.double)
+
+
+class FERDataModule(L.LightningDataModule):
+    """Serves ``data.train`` / ``data.val`` / ``data.test`` (mixtures allowed) with AU evidence and traces.
+
+    Args:
+        data_cfg: :class:`tagfer.config.DataConfig`.
+        au_cfg: :class:`tagfer.config.AUConfig` (detector, cache dir, quality filter).
+        collate_fn: turns a list of samples into a batch (model inputs); default keeps a list of samples.
+        trace_mapper: converts trace boxes between the model's coordinate space and image pixels, so that
+            geometric augmentation can move them; None disables geometric augmentation of trace samples.
+        require_traces: training samples without a trace are dropped (SFT).
+        seed: seeds the augmentation and the balanced sampler (identical on every DDP rank).
+    """
+
+    def __init__(
+        self,
+        data_cfg,
+        au_cfg,
+        *,
+        collate_fn: Callable[[list[Sample]], object] | None = None,
+        trace_mapper: TraceBoxMapper | None = None,
+        require_traces: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.data_cfg = data_cfg
+        self.au_cfg = au_cfg
+        self.collate_fn = collate_fn or list
+        self.trace_mapper = trace_mapper
+        self.require_traces = require_traces
+        self.seed = seed
+        self.datasets: dict[str, Dataset] = {}
+        self.skipped: dict[str, Counter] = {}
+
+    def prepare_data(self) -> None:
+        """Build missing AU caches (and synthetic images) once per node, before ``setup`` on every rank."""
+        for split in ("train", "val", "test"):
+            for spec in self.data_cfg[split]:
+                ensure_au_cache(spec, self.au_cfg)
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage, ("train", "val", "test")):
+            if split not in self.datasets:
+                self.datasets[split] = self._build_split(split)
+
+    def _build_split(self, split: str) -> Dataset:
+        parts = []
+        skipped: Counter = Counter()
+        for spec in self.data_cfg[split]:
+            items, spec_skipped = self._items(spec, training=(split == "train"))
+            skipped.update(spec_skipped)
+            augment = None
+            if split == "train" and self.data_cfg.augment.enabled:
+                # Trace boxes can only follow geometric transforms through a trace mapper.
+                geometric = not (self.require_traces and self.trace_mapper is None)
+                augment = build_augmentation(self.data_cfg.augment, seed=self.seed, geometric=geometric)
+            parts.append(FERDataset(items, augment=augment, trace_mapper=self.trace_mapper))
+        self.skipped[split] = skipped
+        total = sum(len(p) for p in parts)
+        if total == 0:
+            raise ValueError(f"data.{split}: no usable samples (skipped: {dict(skipped)}); check the dataset roots and splits")
+        if skipped:
+            log.info("data.%s: %d samples, skipped %s", split, total, dict(skipped))
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+    def _items(self, spec, *, training: bool) -> tuple[list[FaceItem], Counter]:
+        result = read_dataset(spec, strict=self.data_cfg.strict)
+        skipped: Counter = Counter(result.skipped)
+        cache = ensure_au_cache(spec, self.au_cfg)
+        traces = read_traces(spec.traces) if (training and spec.traces and self.require_traces) else None
+        items = []
+        for record in result.records:
+            entry = cache.lookup(record.id)
+            if entry is None:
+                skipped["not in AU cache (corrupt image)"] += 1
+                continue
+            if training and not cache.passed_quality(record.id):
+                skipped["failed face-quality filter"] += 1
+                continue
+            trace = None
+            if traces is not None:
+                trace_record = traces.get(record.id)
+                if trace_record is None:
+                    skipped["no verified trace"] += 1
+                    continue
+                trace = trace_record["trace"]
+            items.append(FaceItem(record=record, evidence=entry, trace=trace))
+        return items, skipped
+
+    def _loader(self, split: str, *, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = None
+        if split == "train" and self.data_cfg.balanced_sampling:
+            labels = [y for part in _parts(dataset) for y in part.labels]
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler = WeightedRandomSampler(class_balanced_weights(labels), num_samples=len(labels), replacement=True, generator=generator)
+            shuffle = False
+        workers = self.data_cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.data_cfg.pin_memory,
+            persistent_workers=self.data_cfg.persistent_workers and workers > 0,
+            collate_fn=self.collate_fn,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            worker_init_fn=seed_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", batch_size=self.data_cfg.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", batch_size=self.data_cfg.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", batch_size=self.data_cfg.eval_batch_size, shuffle=False)
+
+
+def _parts(dataset: Dataset) -> list[FERDataset]:
+    return list(dataset.datasets) if isinstance(dataset, ConcatDataset) else [dataset]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker seeding: numpy and python RNGs derive from torch's per-worker seed."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+__all__ = ["FERDataModule", "FERDataset", "FaceItem", "class_balanced_weights", "CorruptImageError"]

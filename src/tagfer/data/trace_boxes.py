@@ -1,0 +1,65 @@
+"""Move the boxes written inside a reasoning trace together with the image under augmentation.
+
+Trace boxes are in the model family's coordinate space of the image they were written for. To augment
+an SFT sample, its trace boxes are brought to image pixels, transformed with the image (same
+albumentations call as the AU boxes), brought back to the model's space and written into the trace again
+(:func:`tagfer.reasoning.trace.render_trace`, which round-trips the parser exactly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from tagfer.reasoning.trace import Trace, parse_trace, render_trace
+
+Box = tuple[float, float, float, float]
+#: ``(box, (width, height)) -> box``: a conversion between model space and pixels for an image of that size.
+BoxConversion = Callable[[Box, tuple[int, int]], Box]
+
+
+def _key(index: int) -> str:
+    return f"__trace_{index}__"
+
+
+class TraceBoxMapper:
+    """Converts a trace's boxes to pixels and back.
+
+    Args:
+        to_pixels: model space → pixels of an image of the given (width, height).
+        to_model: pixels → model space.
+    """
+
+    def __init__(self, to_pixels: BoxConversion, to_model: BoxConversion):
+        self.to_pixels = to_pixels
+        self.to_model = to_model
+
+    def boxes_in_pixels(self, trace: str, sample_id: str, image_shape) -> dict[str, Box]:
+        """``{"__trace_<step>__": pixel box}`` for every step of ``trace`` that has a box.
+
+        A trace that does not parse cleanly is a data error (traces are verified when built).
+        """
+        parsed = parse_trace(trace)
+        if not parsed.valid:
+            raise ValueError(f"trace of sample {sample_id!r} does not parse: {parsed.errors[:3]}")
+        size = (int(image_shape[1]), int(image_shape[0]))
+        return {_key(i): self.to_pixels(step.box, size) for i, step in enumerate(parsed.steps) if step.box is not None}
+
+    def rewrite(self, trace: str, pixel_boxes: dict[str, Box | None], image_shape) -> str:
+        """The same trace with each step's box replaced by ``pixel_boxes`` (converted to model space).
+
+        A box that the augmentation pushed entirely out of the image (``None``) keeps its old value.
+        """
+        parsed = parse_trace(trace)
+        size = (int(image_shape[1]), int(image_shape[0]))
+        steps = []
+        for i, step in enumerate(parsed.steps):
+            box = pixel_boxes.get(_key(i))
+            steps.append(replace(step, box=self.to_model(box, size)) if box is not None else step)
+        content = Trace(
+            global_analysis=parsed.global_analysis or "",
+            steps=tuple(steps),
+            conclusion_aus=parsed.conclusion_aus,
+            label=parsed.answer,
+        )
+        return render_trace(content, think_tags=parsed.has_think)

@@ -1,0 +1,115 @@
+"""FERDataModule: samples with AU maps, augmentation that moves boxes/landmarks, balanced sampling under DDP."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from omegaconf import OmegaConf
+from torch.utils.data import WeightedRandomSampler
+
+from tagfer.config import AugmentConfig, load_config
+from tagfer.data.datamodule import FERDataModule, class_balanced_weights
+from tagfer.data.trace_boxes import TraceBoxMapper
+from tagfer.data.transforms import FLIP_68, apply_augmentation, build_augmentation
+from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
+
+
+def _cfg(tmp_path, configs_dir, *extra):
+    root = tmp_path / "synthetic"
+    spec = "{name: synthetic, root: %s, split: %s, num_samples: %d}"
+    return load_config(
+        configs_dir / "sft.yaml",
+        [
+            f"data.train=[{spec % (root, 'train', 24)}]",
+            f"data.val=[{spec % (root, 'val', 8)}]",
+            f"data.test=[{spec % (root, 'test', 8)}]",
+            f"au.cache_dir={tmp_path / 'au_cache'}",
+            *extra,
+        ],
+    )
+
+
+def test_flip_permutation_is_an_involution_that_keeps_left_right_order():
+    assert sorted(FLIP_68.tolist()) == list(range(68))
+    assert (FLIP_68[FLIP_68] == np.arange(68)).all()
+    # a symmetric toy face: x = +-offset around 50
+    x = np.linspace(10, 90, 68)
+    landmarks = np.stack([x, np.full(68, 40.0)], axis=1).astype(np.float32)
+    landmarks[36], landmarks[45] = (20, 40), (80, 40)
+    landmarks[48], landmarks[54] = (30, 70), (70, 70)
+    flip = build_augmentation(AugmentConfig(horizontal_flip=1.0, shift_scale_rotate=0.0, color_jitter=0.0), seed=0)
+    image = np.zeros((100, 100, 3), np.uint8)
+    out = apply_augmentation(flip, image, {"AU12": (30.0, 60.0, 45.0, 80.0)}, landmarks)
+    assert out.flipped
+    assert out.landmarks[36][0] < out.landmarks[45][0] and out.landmarks[48][0] < out.landmarks[54][0]
+    # old 36 is now 45, mirrored (albumentations mirrors keypoints as pixel indices: x -> W - 1 - x)
+    np.testing.assert_allclose(out.landmarks[45], [79.0, 40.0], atol=1e-4)
+    np.testing.assert_allclose(out.boxes["AU12"], (55.0, 60.0, 70.0, 80.0), atol=1e-4)
+
+
+def test_boxes_and_landmarks_follow_an_affine_transform():
+    cfg = AugmentConfig(horizontal_flip=0.0, shift_scale_rotate=1.0, max_rotate_deg=10.0, color_jitter=0.0)
+    pipeline = build_augmentation(cfg, seed=3)
+    rng = np.random.default_rng(0)
+    landmarks = rng.uniform(30, 70, size=(68, 2)).astype(np.float32)
+    box = (float(landmarks[:, 0].min()), float(landmarks[:, 1].min()), float(landmarks[:, 0].max()), float(landmarks[:, 1].max()))
+    out = apply_augmentation(pipeline, np.zeros((100, 100, 3), np.uint8), {"all": box}, landmarks)
+    x1, y1, x2, y2 = out.boxes["all"]
+    # the box of the points stays around the moved points (rotation enlarges it, never cuts them)
+    assert (out.landmarks[:, 0] >= x1 - 1).all() and (out.landmarks[:, 0] <= x2 + 1).all()
+    assert (out.landmarks[:, 1] >= y1 - 1).all() and (out.landmarks[:, 1] <= y2 + 1).all()
+    assert not np.allclose(out.landmarks, landmarks)
+
+
+def test_balanced_sampler_draws_classes_equally_and_splits_disjointly_across_ranks():
+    labels = [0] * 90 + [1] * 9 + [2] * 1
+    weights = class_balanced_weights(labels)
+    assert torch.allclose(weights[:90].sum(), weights[90:99].sum()) and torch.allclose(weights[99], weights[:90].sum())
+    draws = []
+    for rank in range(2):
+        sampler = WeightedRandomSampler(weights, num_samples=3000, replacement=True, generator=torch.Generator().manual_seed(7))
+        wrapper = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=False)
+        wrapper.set_epoch(0)
+        draws.append(list(wrapper))
+    single = list(WeightedRandomSampler(weights, num_samples=3000, replacement=True, generator=torch.Generator().manual_seed(7)))
+    assert sorted(draws[0] + draws[1]) == sorted(single)  # the two ranks share one global draw
+    counts = Counter(labels[i] for i in single)
+    assert all(abs(counts[c] / 3000 - 1 / 3) < 0.05 for c in range(3))
+
+
+def test_datamodule_serves_synthetic_samples_with_au_maps(tmp_path, configs_dir):
+    cfg = _cfg(tmp_path, configs_dir, "data.augment.enabled=false", "data.batch_size=4")
+    dm = FERDataModule(cfg.data, cfg.au, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch) == 4
+    sample = batch[0]
+    assert sample["image"].shape == (112, 112, 3) and sample["image"].dtype == np.uint8
+    assert sample["face_found"] and sample["landmarks"].shape == (68, 2)
+    assert set(sample["au_prob"]) == set(sample["au_box"])
+    assert sample["label_name"] in ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
+    assert len(dm.datasets["val"]) == 8
+
+
+def test_trace_boxes_follow_the_augmentation(tmp_path, configs_dir):
+    """A flipped SFT sample gets its trace rewritten with mirrored boxes (identity box space here)."""
+    cfg = _cfg(tmp_path, configs_dir, "data.augment.horizontal_flip=1.0", "data.augment.shift_scale_rotate=0.0")
+    dm = FERDataModule(cfg.data, cfg.au, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    item = dataset.items[0]
+    step = TraceStep("lip corners", ("AU12",), "corners pulled up", (20.0, 60.0, 50.0, 80.0))
+    item.trace = render_trace(Trace("A smile.", (step,), ("AU12",), item.record.label_name))
+    dataset.trace_mapper = TraceBoxMapper(to_pixels=lambda box, size: box, to_model=lambda box, size: box)
+    sample = dataset[0]
+    parsed = parse_trace(sample["trace"])
+    assert parsed.valid
+    width = sample["image_size"][0]
+    assert parsed.steps[0].box == pytest.approx((width - 50.0, 60.0, width - 20.0, 80.0), abs=1.0)
+    assert OmegaConf.select(cfg, "data.augment.horizontal_flip") == 1.0
