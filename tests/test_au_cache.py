@@ -63,6 +63,10 @@ def test_build_and_show_round_trip(synthetic_root, tmp_path, capsys):
     cache.verify()
     assert main(["au-cache", "show", "--cache", str(out), "--id", record_id]) == 0
     assert "AU" in capsys.readouterr().out
+    assert main(["au-cache", "show", "--cache", str(out), "--id", "train/images/999999.png", "--json"]) == 2
+    assert "not in the AU cache" in capsys.readouterr().err
+    assert main(argv[:-5] + ["--detector", "dataset_landmarks", "--out", str(out), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def face_records(tmp_path: Path) -> list[FaceRecord]:

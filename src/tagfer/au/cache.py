@@ -201,7 +201,7 @@ class AUCache:
     def show(self, record_id: str) -> dict:
         """The ``tagfer au-cache show --json`` object of one image (original-image pixels)."""
         evidence = self.get(record_id)
-        data = {"id": record_id, **evidence.to_json(), "quality": self.verdict(record_id)}
+        data = {"id": record_id, **_rounded(evidence.to_json()), "quality": self.verdict(record_id)}
         return {key: data[key] for key in ("id", "face_found", "face_box", "landmarks", "au_prob", "au_box", "face_score", "quality")}
 
     def verify(self) -> None:
@@ -213,6 +213,17 @@ class AUCache:
                     raise CacheMismatchError(
                         f"{path} is damaged (checksum mismatch); rebuild:\n  {rebuild_command(self.meta, [split], self.directory)}"
                     )
+
+
+def _rounded(value, digits: int = 4):
+    """Floats of a JSON-like value rounded to ``digits`` decimals (the cache stores float32)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return value
 
 
 def _check_expectations(meta, directory, expect_fingerprint, expect_detector, expect_version, expect_box_mode) -> None:

@@ -57,10 +57,24 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 def _build(args: argparse.Namespace) -> int:
     from tagfer.au.build import build_command
 
-    return build_command(args)
+    return _reported(build_command, args)
 
 
 def _show(args: argparse.Namespace) -> int:
     from tagfer.au.cache import show_command
 
-    return show_command(args)
+    return _reported(show_command, args)
+
+
+def _reported(handler, args: argparse.Namespace) -> int:
+    """Run ``handler``; a cache that does not fit, a missing cache or an unknown id → message and exit code 2."""
+    import sys
+
+    from tagfer.au.cache import CacheMismatchError
+
+    try:
+        return handler(args)
+    except (CacheMismatchError, FileNotFoundError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"tagfer au-cache: {message}", file=sys.stderr)
+        return 2
