@@ -31,8 +31,10 @@ def task_prompt(classes: Sequence[str] = CLASS_NAMES, convention: str = "pixels"
     return (
         f"Classify the facial expression as one of: {', '.join(classes)}. "
         "Write 'Global analysis:', then 'Verification loop:' with one line per facial region "
-        "'Inspect <region> (<AUs>) → <observation> → <bbox>[x1,y1,x2,y2]</bbox>' "
-        f"({hint}), then 'Final conclusion: Combined <AUs> indicate a dominant emotion of <label>.' "
+        "'Inspect <region> (AUa, AUb) → <observation> → <bbox>[x1,y1,x2,y2]</bbox>' "
+        f"({hint}; '(none)' for a region without active AUs), "
+        "then 'Final conclusion: Combined AUa + AUb indicate a dominant emotion of <label>.' "
+        "('Final conclusion: No active AUs indicate …' when no AU is active) "
         f"and '<answer> <label> </answer>'.{wrap}"
     )
 
