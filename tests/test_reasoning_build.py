@@ -234,3 +234,13 @@ def test_traces_build_command_end_to_end_on_synthetic_faces(tmp_path, tiny_qwen2
     assert len(kept) == stats["totals"]["kept"]
     rejected = [json.loads(l) for l in rejected_path(tmp_path / "teacher.jsonl").read_text().splitlines()]
     assert all(r["provenance"]["attempts"] == r["provenance"]["format_failures"] + r["provenance"]["wrong_predictions"] for r in rejected)
+
+
+def test_a_file_is_not_resumed_with_other_settings(tmp_path, dataset) -> None:
+    records, evidence = dataset
+    build(tmp_path, records, FakeCache(evidence), config(tmp_path), source="template")
+    with pytest.raises(ConfigError, match="was built with .*'think_tags': False.*'think_tags': True"):
+        build(tmp_path, records, FakeCache(evidence), config(tmp_path, think_tags=True), source="template")
+    with pytest.raises(ConfigError, match="'convention': 'norm1000'.*'convention': 'pixels'"):
+        spec = config(tmp_path).data.train[0]
+        build_trace_file(spec, tmp_path / "t.jsonl", records, FakeCache(evidence), config(tmp_path), source="template", student=TEACHER, progress=False)

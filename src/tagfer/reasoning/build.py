@@ -217,8 +217,22 @@ class _Build:
         self.kept = TraceWriter(path)
         self.rejected = TraceWriter(rejected_path(path), validate=validate_rejected_record)
         self.report = BuildReport(path, source, already_done=len(self.kept.ids | self.rejected.ids))
+        self._check_resumable(path)
         if self.kept.dropped_truncated or self.rejected.dropped_truncated:
             log.warning("%s: dropped a truncated last line (interrupted build); that sample is redone", path)
+
+    def _check_resumable(self, path: Path) -> None:
+        """A file is only resumed by a build with its source, box convention and think-tag setting."""
+        wanted = {"source": self.source, "convention": self.space.convention, "think_tags": bool(self.cfg.traces.think_tags)}
+        for entry in self.kept.records[:1]:
+            found = {key: entry[key] for key in wanted}
+            if found != wanted:
+                self.kept.close()
+                self.rejected.close()
+                raise ConfigError(
+                    f"{path} was built with {found}, this build would write {wanted}; "
+                    "delete the file (and its .rejected.jsonl) or set another traces path"
+                )
 
     def done(self, record_id: str) -> bool:
         return record_id in self.kept.ids or record_id in self.rejected.ids
