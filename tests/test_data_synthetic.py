@@ -17,7 +17,15 @@ from tagfer.data.images import load_image
 from tagfer.data.reader_base import DatasetLayoutError
 from tagfer.data.readers import read_dataset
 from tagfer.data.synthetic import generate_synthetic_dataset, read_manifest
-from tagfer.data.synthetic_faces import KEY_AUS, P_DROP_PROTOTYPE_AU, UNILATERAL, render_face, sample_aus, sample_face
+from tagfer.data.synthetic_faces import (
+    GENERATOR_VERSION,
+    KEY_AUS,
+    P_DROP_PROTOTYPE_AU,
+    UNILATERAL,
+    render_face,
+    sample_aus,
+    sample_face,
+)
 
 SIZE = 64  # small images keep these tests fast
 
@@ -158,8 +166,10 @@ def test_generation_is_deterministic_and_splits_differ(tmp_path):
     one = generate_synthetic_dataset(tmp_path / "a", counts, seed=3, image_size=SIZE)
     generate_synthetic_dataset(tmp_path / "b", counts, seed=3, image_size=SIZE)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
-    assert one == {"generator": "tagfer.data.synthetic_faces", "generator_version": 1, "seed": 3, "image_size": SIZE,
-                   "classes": list(CLASS_NAMES), "splits": counts}
+    assert one == {
+        "generator": "tagfer.data.synthetic_faces", "generator_version": GENERATOR_VERSION, "seed": 3,
+        "image_size": SIZE, "classes": list(CLASS_NAMES), "splits": counts,
+    }
     train = (tmp_path / "a" / "train" / "images" / "000000.png").read_bytes()
     assert train != (tmp_path / "a" / "val" / "images" / "000000.png").read_bytes()
     generate_synthetic_dataset(tmp_path / "c", {"train": 4}, seed=4, image_size=SIZE)
@@ -217,13 +227,14 @@ def test_reader_generates_on_first_use(tmp_path):
 
 def test_synthesize_and_summarize_cli(tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["data", "synthesize", "--out", str(out), "--seed", "1", "--train", "8", "--val", "8", "--test", "0", "--image-size", str(SIZE)]
+    args = ["data", "synthesize", "--out", str(out), "--seed", "1",
+            "--train", "8", "--val", "8", "--test", "0", "--image-size", str(SIZE)]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["splits"] == {"train": 8, "val": 8} and printed["seed"] == 1 and printed["root"] == str(out)
     assert main(["data", "summarize", "--dataset", "synthetic", "--root", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary == {"dataset": "synthetic", "splits": {s: {"total": 8, "classes": {c: 1 for c in CLASS_NAMES}} for s in ("train", "val")},
-                       "skipped": {}}
+    per_split = {"total": 8, "classes": {c: 1 for c in CLASS_NAMES}}
+    assert summary == {"dataset": "synthetic", "splits": {"train": per_split, "val": per_split}, "skipped": {}}
     assert main([*args[:5], "2"]) == 2  # another seed into the same root
     assert "delete it or choose another root" in capsys.readouterr().err

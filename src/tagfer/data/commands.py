@@ -16,9 +16,13 @@ def register(subparsers) -> None:
     summarize = sub.add_parser("summarize", help="split sizes and class counts of a dataset on disk")
     summarize.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     summarize.add_argument("--root", required=True, help="dataset root folder")
-    summarize.add_argument("--layout", default=_DEFAULTS.layout, help="ferplus: auto | csv | folders; affectnet: auto | csv | npy")
     summarize.add_argument(
-        "--label-mode", default=_DEFAULTS.label_mode, help="ferplus train split: majority | probability | crossentropy | multi_target"
+        "--layout", default=_DEFAULTS.layout, help="ferplus: auto | csv | folders; affectnet: auto | csv | npy"
+    )
+    summarize.add_argument(
+        "--label-mode",
+        default=_DEFAULTS.label_mode,
+        help="ferplus train split: majority | probability | crossentropy | multi_target",
     )
     summarize.add_argument("--num-classes", type=int, default=_DEFAULTS.num_classes, help="affectnet: 7 or 8")
     summarize.add_argument("--image-variant", default=_DEFAULTS.image_variant, help="rafdb: aligned | original")
@@ -30,7 +34,9 @@ def register(subparsers) -> None:
     synthesize.add_argument("--train", type=int, default=512, help="training images (0: none)")
     synthesize.add_argument("--val", type=int, default=64, help="validation images (0: none)")
     synthesize.add_argument("--test", type=int, default=128, help="test images (0: none)")
-    synthesize.add_argument("--image-size", type=int, default=_DEFAULTS.image_size, help="side of the square images in pixels")
+    synthesize.add_argument(
+        "--image-size", type=int, default=_DEFAULTS.image_size, help="side of the square images in pixels"
+    )
     synthesize.set_defaults(func=_synthesize)
 
 

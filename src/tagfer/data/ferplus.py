@@ -64,7 +64,9 @@ def resolve_layout(root: Path, layout: str) -> str:
         return "csv"
     if any((root / folder / "label.csv").is_file() for folder in SPLIT_FOLDER.values()):
         return "folders"
-    raise DatasetLayoutError(f"FERPlus: no fer2013.csv + fer2013new.csv and no FER2013*/label.csv under {root}; expected layout: {LAYOUT}")
+    raise DatasetLayoutError(
+        f"FERPlus: no fer2013.csv + fer2013new.csv and no FER2013*/label.csv under {root}; expected layout: {LAYOUT}"
+    )
 
 
 def _votes(fields: list[str], where: str) -> list[int]:
@@ -134,7 +136,8 @@ def _read_csv(root: Path, split: str, mode: str, result: ReadResult) -> None:
             raise DatasetLayoutError(f"{new_path} line {new_line}: Usage {usage!r} is not one of {list(USAGE_SPLIT)}")
         if fer_fields[2].strip() != usage:
             raise DatasetLayoutError(
-                f"{fer_path} line {fer_line} has Usage {fer_fields[2]!r} but {where} has {usage!r}: the two files are not in the same row order"
+                f"{fer_path} line {fer_line} has Usage {fer_fields[2]!r} but {where} has {usage!r}: "
+                "the two files are not in the same row order"
             )
         if USAGE_SPLIT[usage] != split:
             continue
@@ -148,7 +151,7 @@ def _read_csv(root: Path, split: str, mode: str, result: ReadResult) -> None:
             pixels = _pixels(fer_fields[1], f"{fer_path} line {fer_line}")
             result.records.append(_record(record_id, split, labelled, votes, pixels=pixels))
     if next(fer_rows, None) is not None:
-        raise DatasetLayoutError(f"{fer_path} has more rows than {new_path}: they must list the same images in the same order")
+        raise DatasetLayoutError(f"{fer_path} has more rows than {new_path}: both must list the same images in order")
     result.notes["label_source"] = "fer2013new.csv"
 
 
@@ -163,7 +166,9 @@ def _read_folder(root: Path, split: str, mode: str, result: ReadResult) -> None:
                 continue
             where = f"{folder}/label.csv line {reader.line_num}"
             if len(fields) not in (11, 12):
-                raise DatasetLayoutError(f"{root / where}: expected 11 (name, 10 votes) or 12 (name, box, 10 votes) columns, got {len(fields)}")
+                raise DatasetLayoutError(
+                    f"{root / where}: expected 11 (name, 10 votes) or 12 (name, box, 10 votes) columns, got {len(fields)}"
+                )
             votes = _votes(fields[-10:], str(root / where))
             record_id = f"{folder}/{fields[0].strip()}"
             if not (root / record_id).is_file():

@@ -18,7 +18,7 @@ from tagfer.data.records import FaceRecord
 
 NAME = "imagefolder"
 OPTIONS: tuple[str, ...] = ()
-LAYOUT = "<root>/<split>/<class name>/*.jpg|*.jpeg|*.png with split in train|val|test and class names such as happy, sad, neutral"
+LAYOUT = "<root>/<split>/<class name>/*.jpg|*.jpeg|*.png (split: train|val|test; class names such as happy, sad, neutral)"
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -48,5 +48,6 @@ def read(root: Path, split: str) -> ReadResult:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 result.skip("not_an_image_file", record_id)
                 continue
-            result.records.append(FaceRecord(id=record_id, dataset=NAME, split=split, label=CLASS_INDEX[name], image_path=path))
+            record = FaceRecord(id=record_id, dataset=NAME, split=split, label=CLASS_INDEX[name], image_path=path)
+            result.records.append(record)
     return result

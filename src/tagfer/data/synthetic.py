@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/manifest.json                 # {"generator": "tagfer.data.synthetic_faces", "generator_version": 1,
+    <root>/manifest.json                 # {"generator": "tagfer.data.synthetic_faces", "generator_version": 2,
                                          #  "seed": 0, "image_size": 112, "classes": [...8 names...],
                                          #  "splits": {"train": 512, "val": 64, "test": 128}}
     <root>/<split>/images/<NNNNNN>.png   # RGB, image_size x image_size; NNNNNN = index in the split
@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 
 NAME = "synthetic"
 OPTIONS = ("num_samples", "image_size", "seed")
-LAYOUT = "<root>/manifest.json, <root>/<split>/images/<NNNNNN>.png and <root>/<split>/annotations.jsonl (made by `tagfer data synthesize`)"
+LAYOUT = (
+    "<root>/manifest.json, <root>/<split>/images/<NNNNNN>.png and <root>/<split>/annotations.jsonl "
+    "(made by `tagfer data synthesize`)"
+)
 SPLITS = ("train", "val", "test")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 GENERATOR = "tagfer.data.synthetic_faces"
@@ -145,7 +148,9 @@ def generate_synthetic_dataset(
               "image_size": int(image_size), "classes": list(classes)}
     manifest = read_manifest(root)
     if manifest is None and root.exists() and any(root.iterdir()):
-        raise DatasetLayoutError(f"{root} exists and is not a synthetic dataset (no {MANIFEST}); delete it or choose another root")
+        raise DatasetLayoutError(
+            f"{root} exists and is not a synthetic dataset (no {MANIFEST}); delete it or choose another root"
+        )
     if manifest is not None:
         _check_reusable(root, manifest, wanted, counts)
         counts = {s: n for s, n in counts.items() if s not in manifest["splits"]}
@@ -181,7 +186,9 @@ def _concurrent_result(root: Path, wanted: dict, counts: dict[str, int]) -> dict
     """Another process wrote ``root`` first: reuse its dataset when compatible."""
     manifest = read_manifest(root)
     if manifest is None or any(s not in manifest["splits"] for s in counts):
-        raise DatasetLayoutError(f"{root} changed while generating the synthetic dataset; delete it or choose another root")
+        raise DatasetLayoutError(
+            f"{root} changed while generating the synthetic dataset; delete it or choose another root"
+        )
     _check_reusable(root, manifest, wanted, counts)
     return manifest
 
@@ -195,7 +202,9 @@ def _record(root: Path, split: str, data: dict, where: str) -> FaceRecord:
                  "au_side": dict(data.get("au_side", {})), "pose": dict(data.get("pose", {}))}
         record_id = data["id"]
     except (KeyError, TypeError, ValueError) as err:
-        raise DatasetLayoutError(f"{where}: bad annotation ({err!r}); expected id, label, landmarks, face_box, au_intensity") from None
+        raise DatasetLayoutError(
+            f"{where}: bad annotation ({err!r}); expected id, label, landmarks, face_box, au_intensity"
+        ) from None
     if landmarks.shape != (68, 2) or len(box) != 4:
         raise DatasetLayoutError(f"{where}: landmarks must be 68 [x, y] pairs and face_box 4 numbers")
     return FaceRecord(id=record_id, dataset=NAME, split=split, label=label, image_path=root / record_id,

@@ -29,10 +29,10 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from tagfer.au.vocabulary import AU_LIST, EXPRESSION_PRIORS, WIDE_CODEBOOK
 from tagfer.classes import CLASS_NAMES
-from tagfer.data.face_geometry import deform, to_image
+from tagfer.data.face_geometry import NEUTRAL_LANDMARKS, deform, to_image
 
 #: Bumped whenever the same seed would give different images or annotations.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Prototype AUs a face of the class always shows (the others of its prototype may be missing).
 KEY_AUS: dict[str, tuple[str, ...]] = {
@@ -56,7 +56,9 @@ P_DROP_PROTOTYPE_AU = 0.15  # a non-key prototype AU is missing
 P_EXTRA_AU = 0.2  # each co-occurring AU is added
 P_FAINT_AU = 0.25  # one faint unrelated AU (intensity ≤ 0.2) is added
 
-SKIN_TONES = ((244, 212, 188), (232, 190, 160), (214, 168, 130), (190, 140, 104), (160, 112, 80), (122, 82, 58), (92, 62, 46))
+SKIN_TONES = (
+    (244, 212, 188), (232, 190, 160), (214, 168, 130), (190, 140, 104), (160, 112, 80), (122, 82, 58), (92, 62, 46),
+)
 HAIR_COLOURS = ((25, 20, 18), (60, 40, 28), (105, 72, 45), (170, 130, 80), (140, 60, 30), (150, 150, 150), (45, 35, 30))
 IRIS_COLOURS = ((70, 45, 25), (40, 30, 25), (70, 110, 160), (75, 115, 80), (110, 85, 50))
 HAIR_STYLES = ("short", "long", "fringe", "bald")
@@ -281,10 +283,12 @@ def _background(spec: FaceSpec) -> Image.Image:
 
 
 def _forehead(lm: np.ndarray, radius: float = 1.0) -> np.ndarray:
-    """Arc over the head from the image-right temple (point 16) to the image-left temple (point 0)."""
+    """Arc over the head from the image-right temple (point 16) to the image-left temple (point 0).
+
+    ``radius`` > 1 gives the outline of hair lying on the head.
+    """
     phi = np.linspace(0, np.pi, 24)[1:-1]
-    top_y = lm[0, 1] if radius == 1.0 else lm[0, 1] + 0.02
-    return np.stack([0.98 * radius * np.cos(phi), top_y - 1.08 * radius * np.sin(phi)], axis=1)
+    return np.stack([0.98 * radius * np.cos(phi), lm[0, 1] - 1.08 * radius * np.sin(phi)], axis=1)
 
 
 def _hairline(app: Appearance) -> np.ndarray:
@@ -333,7 +337,9 @@ def _draw_hair_front(canvas: Image.Image, p: _Painter, lm: np.ndarray) -> None:
     p.polygon(ImageDraw.Draw(canvas), cap, app.hair)
 
 
-def _wrinkles(p: _Painter, lm: np.ndarray, au: dict[str, float], side_weight: dict[str, tuple[float, float]]) -> Image.Image:
+def _wrinkles(
+    p: _Painter, lm: np.ndarray, au: dict[str, float], side_weight: dict[str, tuple[float, float]]
+) -> Image.Image:
     """RGBA layer of the AU texture cues (creases are drawn dark, opacity ∝ intensity)."""
     app = p.spec.appearance
     layer = p.layer()
@@ -371,11 +377,14 @@ def _wrinkles(p: _Painter, lm: np.ndarray, au: dict[str, float], side_weight: di
         # nasolabial fold (AU12, AU10, AU9, AU6; faint in every face)
         wing = lm[31 if sign < 0 else 35]
         mouth_corner = lm[48 if sign < 0 else 54]
-        fold = np.array([wing + (sign * 0.04, -0.03), mouth_corner + (sign * 0.07, -0.08), mouth_corner + (sign * 0.06, 0.06)])
+        fold = np.array(
+            [wing + (sign * 0.04, -0.03), mouth_corner + (sign * 0.07, -0.08), mouth_corner + (sign * 0.06, 0.06)]
+        )
         strength = max(au["AU12"] * side_weight["AU12"][s], 0.9 * au["AU10"], 0.7 * au["AU9"], 0.6 * au["AU6"], 0.1)
         crease(_catmull_rom(fold, closed=False), strength, 0.026)
         # dimple (AU14), marionette line (AU15), stretch line (AU20)
-        crease([mouth_corner + (sign * 0.035, -0.04), mouth_corner + (sign * 0.04, 0.03)], 1.3 * au["AU14"] * side_weight["AU14"][s], 0.025)
+        dimple = 1.3 * au["AU14"] * side_weight["AU14"][s]
+        crease([mouth_corner + (sign * 0.035, -0.04), mouth_corner + (sign * 0.04, 0.03)], dimple, 0.025)
         crease([mouth_corner + (sign * 0.01, 0.03), mouth_corner + (sign * 0.04, 0.15)], au["AU15"], 0.02)
         crease([mouth_corner + (sign * 0.03, 0.0), mouth_corner + (sign * 0.13, 0.01)], au["AU20"], 0.018)
     # chin (AU17): raised boss with a crease below the lip and dimpling; lip press (AU23/AU24)
@@ -399,12 +408,6 @@ def _draw_brows(draw: ImageDraw.ImageDraw, p: _Painter, lm: np.ndarray) -> None:
         p.polygon(draw, outline, colour)
 
 
-def _eye_centres() -> tuple[np.ndarray, np.ndarray]:
-    from tagfer.data.face_geometry import NEUTRAL_LANDMARKS
-
-    return NEUTRAL_LANDMARKS[36:42].mean(axis=0), NEUTRAL_LANDMARKS[42:48].mean(axis=0)
-
-
 def _draw_eyes(canvas: Image.Image, p: _Painter, lm: np.ndarray, au: dict[str, float]) -> Image.Image:
     app = p.spec.appearance
     draw = ImageDraw.Draw(canvas)
@@ -413,7 +416,7 @@ def _draw_eyes(canvas: Image.Image, p: _Painter, lm: np.ndarray, au: dict[str, f
         p.polygon(draw, eye, SCLERA)
     irises = canvas.copy()
     iris_draw = ImageDraw.Draw(irises)
-    for centre in _eye_centres():
+    for centre in (NEUTRAL_LANDMARKS[36:42].mean(axis=0), NEUTRAL_LANDMARKS[42:48].mean(axis=0)):
         c = centre + np.asarray(app.gaze)
         p.polygon(iris_draw, _ellipse(c[0], c[1], 0.085, 0.085), app.iris)
         p.polygon(iris_draw, _ellipse(c[0], c[1], 0.038, 0.038), (10, 10, 12))
@@ -422,12 +425,14 @@ def _draw_eyes(canvas: Image.Image, p: _Painter, lm: np.ndarray, au: dict[str, f
     canvas = Image.composite(irises, canvas, mask)
     draw = ImageDraw.Draw(canvas)
     lash = _shade(app.hair, 0.5)
-    for upper, lower, neutral_upper in (((36, 37, 38, 39), (39, 40, 41, 36), (-0.62, -0.5, -0.34, -0.22)),
-                                        ((42, 43, 44, 45), (45, 46, 47, 42), (0.22, 0.34, 0.5, 0.62))):
-        p.line(draw, _catmull_rom(lm[list(upper)], closed=False), lash, 0.034)
+    for upper, lower in (((36, 37, 38, 39), (39, 40, 41, 36)), ((42, 43, 44, 45), (45, 46, 47, 42))):
+        lid = lm[list(upper)]
+        p.line(draw, _catmull_rom(lid, closed=False), lash, 0.034)
         p.line(draw, _catmull_rom(lm[list(lower)], closed=False), _shade(app.skin, 0.55), 0.016 + 0.012 * au["AU7"])
-        crease_y = np.array([-0.2, -0.29, -0.29, -0.2]) - 0.035
-        crease = np.stack([np.asarray(neutral_upper), crease_y + 0.6 * (lm[list(upper), 1] - [-0.18, -0.26, -0.26, -0.17])], 1)
+        # the lid crease stays above the neutral lid and follows 60 % of the lid's movement: a raised lid
+        # (AU5) closes on it, and it fades as the lid retracts
+        neutral = NEUTRAL_LANDMARKS[list(upper)]
+        crease = neutral + [0.0, -0.06] + [0.0, 0.6] * (lid - neutral)
         p.line(draw, _catmull_rom(crease, closed=False), _shade(app.skin, 0.7), 0.014 * (1 - 0.8 * au["AU5"]) + 0.002)
     return canvas
 
@@ -435,7 +440,7 @@ def _draw_eyes(canvas: Image.Image, p: _Painter, lm: np.ndarray, au: dict[str, f
 def _draw_nose(draw: ImageDraw.ImageDraw, p: _Painter, lm: np.ndarray) -> None:
     skin = p.spec.appearance.skin
     for sign, wing in ((-1, lm[31]), (1, lm[35])):
-        arc = np.array([wing + (0.0, -0.13), wing + (sign * 0.05, -0.07), wing + (sign * 0.025, 0.0), wing + (-sign * 0.03, 0.02)])
+        arc = wing + np.array([(0.0, -0.13), (sign * 0.05, -0.07), (sign * 0.025, 0.0), (-sign * 0.03, 0.02)])
         p.line(draw, _catmull_rom(arc, closed=False), _shade(skin, 0.62), 0.02)
         nostril = (wing + lm[33]) / 2 + (0, -0.005)
         p.polygon(draw, _ellipse(nostril[0], nostril[1], 0.04, 0.022), _shade(skin, 0.35))
@@ -481,7 +486,8 @@ def _finish(canvas: Image.Image, spec: FaceSpec, lm: np.ndarray) -> np.ndarray:
     """Downsample over the background, light, blur and add noise: the ``[H, W, 3]`` uint8 output."""
     app = spec.appearance
     size = spec.image_size
-    image = Image.alpha_composite(_background(spec).convert("RGBA"), canvas.resize((size, size), Image.Resampling.LANCZOS))
+    face = canvas.resize((size, size), Image.Resampling.LANCZOS)
+    image = Image.alpha_composite(_background(spec).convert("RGBA"), face)
     image = Image.alpha_composite(image, _edge_shading(spec, lm)).convert("RGB")
     if app.blur > 0:
         image = image.filter(ImageFilter.GaussianBlur(app.blur))
@@ -508,7 +514,8 @@ def render_face(spec: FaceSpec) -> SyntheticFace:
     canvas = _draw_mouth(canvas, p, lm, au)
     _draw_hair_front(canvas, p, lm)
     landmarks = face_landmarks(spec)
-    oval = to_image(np.vstack([lm[0:17], _forehead(lm)]) * np.asarray(spec.appearance.stretch), spec.scale, spec.angle, spec.centre)
+    outline = np.vstack([lm[0:17], _forehead(lm)]) * np.asarray(spec.appearance.stretch)
+    oval = to_image(outline, spec.scale, spec.angle, spec.centre)
     size = spec.image_size
     x1, y1 = np.clip(oval.min(axis=0), 0, size)
     x2, y2 = np.clip(oval.max(axis=0), 0, size)
