@@ -18,3 +18,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture
 def configs_dir() -> Path:
     return CONFIGS
+
+from fixtures_models import tiny_qwen2_5_vl_dir, tiny_qwen2_vl_dir  # noqa: E402,F401  (tagfer.models fixtures)

@@ -17,7 +17,6 @@ from tagfer.models.boxes import (
     coordinate_extent,
     from_model_space,
     from_model_space_array,
-    pixel_box_converters,
     to_model_space,
     to_model_space_array,
 )
@@ -117,14 +116,6 @@ def test_resize_params_from_processor_and_mapping():
         resize_params(object())
     with pytest.raises(ValueError, match="positive"):
         model_input_size(0, 10, TINY)
-
-
-def test_pixel_box_converters_round_trip():
-    to_pixels, to_model = pixel_box_converters(TINY, "pixels")
-    box = (10.0, 20.0, 150.0, 280.0)
-    model_box = to_model(box, (200, 300))
-    assert model_box == pytest.approx((10 * 84 / 200, 20 * 112 / 300, 150 * 84 / 200, 280 * 112 / 300))
-    assert to_pixels(model_box, (200, 300)) == pytest.approx(box)
 
 
 def test_family_detection(tmp_path):

@@ -15,13 +15,12 @@ one space through these two functions. Coordinates stay floats; the trace render
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from tagfer.models.resize import model_input_size
 
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]  # (width, height)
@@ -100,7 +99,7 @@ def to_model_space(box: Sequence[float], orig_size: Size, input_size: Size, conv
 
     Args:
         box: ``(x1, y1, x2, y2)`` in pixels of the original ``orig_size = (w, h)`` image.
-        input_size: ``(width, height)`` of the resized model input (:func:`model_input_size`).
+        input_size: ``(width, height)`` of the resized model input (:func:`tagfer.models.resize.model_input_size`).
         convention: ``"norm1000"`` or ``"pixels"``.
         clip: clip to ``[0, W] × [0, H]`` (detector boxes may reach past the image border).
     """
@@ -110,21 +109,3 @@ def to_model_space(box: Sequence[float], orig_size: Size, input_size: Size, conv
 def from_model_space(box: Sequence[float], orig_size: Size, input_size: Size, convention: str, *, clip: bool = True) -> Box:
     """The inverse of :func:`to_model_space`: a model-space box → original-image pixels."""
     return tuple(float(v) for v in from_model_space_array(box, orig_size, input_size, convention, clip=clip))
-
-
-def pixel_box_converters(
-    processor_or_params: Any, convention: str
-) -> tuple[Callable[[Box, Size], Box], Callable[[Box, Size], Box]]:
-    """``(to_pixels, to_model)``, each ``(box, (width, height) of the original image) -> box``.
-
-    The model input size is derived from the image size with the processor's resize, so callers that
-    only know the image (e.g. augmentation rewriting trace boxes) need nothing else.
-    """
-
-    def to_pixels(box: Box, orig_size: Size) -> Box:
-        return from_model_space(box, orig_size, model_input_size(*orig_size, processor_or_params), convention)
-
-    def to_model(box: Box, orig_size: Size) -> Box:
-        return to_model_space(box, orig_size, model_input_size(*orig_size, processor_or_params), convention)
-
-    return to_pixels, to_model
