@@ -115,7 +115,8 @@ class FERDataModule(L.LightningDataModule):
     Args:
         data_cfg: :class:`tagfer.config.DataConfig`.
         au_cfg: :class:`tagfer.config.AUConfig` (detector, cache dir, quality filter).
-        collate_fn: turns a list of samples into a batch (model inputs); default keeps a list of samples.
+        train_collate: turns a list of training samples into a batch (model inputs); default: the list.
+        eval_collate: the same for validation and test batches (e.g. generation prompts without targets).
         trace_mapper: converts trace boxes between the model's coordinate space and image pixels, so that
             geometric augmentation can move them; None disables geometric augmentation of trace samples.
         require_traces: training samples without a trace are dropped (SFT).
@@ -127,7 +128,8 @@ class FERDataModule(L.LightningDataModule):
         data_cfg,
         au_cfg,
         *,
-        collate_fn: Callable[[list[Sample]], object] | None = None,
+        train_collate: Callable[[list[Sample]], object] | None = None,
+        eval_collate: Callable[[list[Sample]], object] | None = None,
         trace_mapper: TraceBoxMapper | None = None,
         require_traces: bool = False,
         seed: int = 0,
@@ -135,7 +137,8 @@ class FERDataModule(L.LightningDataModule):
         super().__init__()
         self.data_cfg = data_cfg
         self.au_cfg = au_cfg
-        self.collate_fn = collate_fn or list
+        self.train_collate = train_collate or list
+        self.eval_collate = eval_collate or list
         self.trace_mapper = trace_mapper
         self.require_traces = require_traces
         self.seed = seed
@@ -215,7 +218,7 @@ class FERDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.data_cfg.pin_memory,
             persistent_workers=self.data_cfg.persistent_workers and workers > 0,
-            collate_fn=self.collate_fn,
+            collate_fn=self.train_collate if split == "train" else self.eval_collate,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             worker_init_fn=seed_worker,
         )

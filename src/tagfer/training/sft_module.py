@@ -1,0 +1,141 @@
+"""``SFTModule``: stage 1 of TAG — supervised fine-tuning on AU-grounded reasoning traces.
+
+Training: next-token cross-entropy on the trace tokens only (``labels`` are -100 on the prompt and the
+image, see :func:`tagfer.models.inputs.build_sft_inputs`)::
+
+    loss = − Σ_{t: labels_t ≠ −100} log p(labels_t | tokens_<t) / #{t: labels_t ≠ −100}
+
+logged with the token accuracy (argmax of the shifted logits equals the label, over the same tokens).
+
+Validation: greedy generation on the first ``sft.val_generate_samples`` validation samples, scored with
+accuracy (:class:`ExpressionClassificationMetrics`), parse rate (:class:`ParseRate`) and grounding
+(:class:`GroundingFaithfulness`: mean IoU of predicted boxes against the cached AU boxes, in the model's
+coordinate space). TensorBoard gets sample completions as text and images with predicted and detector
+boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+
+from tagfer.classes import CLASS_NAMES
+from tagfer.metrics import ExpressionClassificationMetrics, GroundingFaithfulness, ParseRate, answer_indices
+from tagfer.models.generation import generate_completions
+from tagfer.models.inputs import IGNORE_INDEX
+from tagfer.reasoning.trace import parse_trace
+from tagfer.training.logging import log_grounding_samples
+from tagfer.training.optim import build_optimizer_and_scheduler
+
+
+def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction of supervised positions where ``argmax logits[:, t-1] == labels[:, t]``.
+
+    ``logits`` ``[B, L, V]``, ``labels`` ``[B, L]`` with -100 on unsupervised positions.
+    """
+    predicted = logits[:, :-1].argmax(dim=-1)
+    target = labels[:, 1:]
+    supervised = target != IGNORE_INDEX
+    return (predicted[supervised] == target[supervised]).float().mean() if supervised.any() else logits.new_zeros(())
+
+
+class SFTModule(L.LightningModule):
+    """Supervised fine-tuning of a prepared policy (:func:`tagfer.models.policy.prepare_policy`).
+
+    Args:
+        model: the policy (peft ``PeftModel`` with LoRA, or a full model with the vision tower frozen).
+        processor: its processor (decoding of validation completions).
+        convention: the family's box convention ("norm1000" | "pixels"), for drawing boxes.
+        sft_cfg: :class:`tagfer.config.SFTConfig`.
+        classes: the label space of the prompts and the metrics.
+        au_threshold: AU activation threshold of the faithfulness metric.
+    """
+
+    def __init__(
+        self, model, processor, sft_cfg, *, convention: str, classes: Sequence[str] = CLASS_NAMES, au_threshold: float = 0.5
+    ):
+        super().__init__()
+        self.model = model
+        self.processor = processor
+        self.convention = convention
+        self.cfg = sft_cfg
+        self.classes = tuple(classes)
+        self.strict_loading = False  # checkpoints hold only the trainable weights (see on_save_checkpoint)
+        self.val_classification = ExpressionClassificationMetrics(self.classes)
+        self.val_parse_rate = ParseRate()
+        self.val_grounding = GroundingFaithfulness(threshold=au_threshold)
+        self._val_generated = 0
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        inputs = batch["inputs"]
+        out = self.model(**inputs)
+        batch_size = inputs["input_ids"].shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/token_accuracy", token_accuracy(out.logits.detach(), inputs["labels"]), prog_bar=True, batch_size=batch_size)
+        return out.loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_generated = 0
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        room = self.cfg.val_generate_samples - self._val_generated
+        if room <= 0:
+            return
+        meta = batch["meta"]
+        inputs = _first_rows(batch["inputs"], room)
+        n = inputs["input_ids"].shape[0]
+        completions = generate_completions(self.model, self.processor, inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
+        parsed = [parse_trace(text) for text in completions.texts]
+        targets = [self.classes.index(name) for name in meta["label_name"][:n]]
+        self.val_classification.update(answer_indices(parsed, self.classes), targets)
+        self.val_parse_rate.update(parsed)
+        self.val_grounding.update(parsed, meta["au_prob"][:n], meta["au_box"][:n])
+        if self._val_generated < self.cfg.log_images:
+            log_grounding_samples(
+                self.logger,
+                "val",
+                self.global_step,
+                completions.texts,
+                meta,
+                limit=self.cfg.log_images - self._val_generated,
+                convention=self.convention,
+            )
+        self._val_generated += n
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_generated == 0:
+            return
+        scores = self.val_classification.compute()
+        grounding = self.val_grounding.compute()
+        self.log_dict(
+            {
+                "val/accuracy": scores["accuracy"].float(),
+                "val/mean_class_accuracy": scores["mean_class_accuracy"].float(),
+                "val/parse_rate": self.val_parse_rate.compute().float(),
+                "val/mean_iou": torch.nan_to_num(grounding["mean_iou"]).float(),
+                "val/hallucination_rate": torch.nan_to_num(grounding["hallucination_rate"]).float(),
+            },
+            prog_bar=True,
+        )
+        for metric in (self.val_classification, self.val_parse_rate, self.val_grounding):
+            metric.reset()
+
+    def configure_optimizers(self):
+        return build_optimizer_and_scheduler(self.model, self.cfg.optim, self.trainer.estimated_stepping_batches)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only trainable tensors (LoRA adapters, projector; everything for a full fine-tune)."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+def _first_rows(inputs, n: int):
+    """The first ``n`` samples of a generation batch (pixel rows follow ``image_grid_thw``)."""
+    if inputs["input_ids"].shape[0] <= n:
+        return inputs
+    patches = int(inputs["image_grid_thw"][:n].prod(-1).sum())
+    out = {k: v[:n] for k, v in inputs.items() if k != "pixel_values"}
+    out["pixel_values"] = inputs["pixel_values"][:patches]
+    return out

@@ -1,0 +1,93 @@
+"""``stage: sft`` — ``python src/train.py --config configs/sft.yaml``.
+
+1. seed everything, save the resolved config into ``<run_dir>/config.yaml``;
+2. load the VLM (building the tiny model when configured) and prepare the policy (vision tower frozen,
+   LoRA or full fine-tune);
+3. make sure every training dataset has its trace file (template traces are built when missing; teacher
+   traces must be built beforehand with ``tagfer traces build --source teacher``);
+4. ``Trainer.fit`` on the FERDataModule (resuming from ``<run_dir>/checkpoints/last.ckpt`` by default);
+5. export the adapter/model + processor to ``<run_dir>/export`` for the RL stage, evaluation and predict.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+
+from tagfer.config import save_config
+from tagfer.data.datamodule import FERDataModule
+from tagfer.data.trace_boxes import TraceBoxMapper
+from tagfer.models.space import ModelSpace
+from tagfer.models.export import export_policy
+from tagfer.models.loader import load_vlm
+from tagfer.models.policy import count_parameters, prepare_policy
+from tagfer.training.collate import PromptCollator, SFTCollator
+from tagfer.training.sft_module import SFTModule
+from tagfer.training.trainer import build_trainer, resume_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def ensure_traces(cfg) -> None:
+    """Build the template trace files that ``data.train`` names and that do not exist yet."""
+    missing = [spec for spec in cfg.data.train if spec.traces and not Path(spec.traces).is_file()]
+    if not missing:
+        return
+    if cfg.traces.source != "template":
+        names = ", ".join(str(spec.traces) for spec in missing)
+        raise FileNotFoundError(f"trace files {names} do not exist; build them first: tagfer traces build --source teacher --config <this config>")
+    from tagfer.reasoning.build import build_traces
+
+    log.info("building template traces for %d training set(s)", len(missing))
+    build_traces(cfg)
+
+
+def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
+    """Train and export; returns the export directory."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    save_config(cfg, run_dir)
+    if not any(spec.traces for spec in cfg.data.train):
+        raise ValueError("data.train has no `traces` file: SFT needs reasoning traces (see configs/data/*.yaml)")
+    ensure_traces(cfg)
+
+    model, processor, family = load_vlm(cfg.model, for_training=True)
+    model = prepare_policy(model, cfg.model)
+    log.info("policy: %s", count_parameters(model))
+    space = ModelSpace.of(processor, family)
+    classes = _classes(cfg)
+    think = cfg.traces.think_tags
+    datamodule = FERDataModule(
+        cfg.data,
+        cfg.au,
+        train_collate=SFTCollator(processor, space, max_length=cfg.sft.max_length, classes=classes, think_tags=think),
+        eval_collate=PromptCollator(processor, space, classes=classes, think_tags=think),
+        trace_mapper=TraceBoxMapper(space.to_pixels, space.to_model),
+        require_traces=True,
+        seed=cfg.seed,
+    )
+    module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
+    trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.trainer, run_dir))
+    export_dir = run_dir / "export"
+    if trainer.is_global_zero:
+        export_policy(
+            module.model,
+            processor,
+            export_dir,
+            base_name_or_path=cfg.model.name_or_path,
+            family=family,
+            extra_meta={"stage": "sft", "global_step": trainer.global_step, "classes": list(classes)},
+        )
+        log.info("exported the SFT policy to %s", export_dir)
+    return export_dir
+
+
+def _classes(cfg) -> tuple[str, ...]:
+    """The label space: the union of the training specs' ``classes`` (all 8 when none restricts them)."""
+    from tagfer.classes import CLASS_NAMES, class_subset
+
+    chosen = [name for spec in cfg.data.train for name in (spec.classes or CLASS_NAMES)]
+    return class_subset(sorted(set(chosen)))
