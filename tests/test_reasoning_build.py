@@ -15,7 +15,8 @@ from tagfer.config import ConfigError, DatasetSpec, TagferConfig
 from tagfer.data.records import FaceRecord
 from tagfer.models.boxes import to_model_space
 from tagfer.models.resize import ResizeParams
-from tagfer.reasoning.build import ModelSpace, build_trace_file, resolve_trace_paths, teacher_to_student
+from tagfer.models.space import ModelSpace
+from tagfer.reasoning.build import build_trace_file, resolve_trace_paths, teacher_to_student
 from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
 from tagfer.reasoning.trace_file import read_traces, rejected_path
 

@@ -29,6 +29,8 @@ from typing import Any
 
 from tagfer.classes import CLASS_NAMES
 from tagfer.config import ConfigError
+from tagfer.models.boxes import Size
+from tagfer.models.space import ModelSpace
 from tagfer.reasoning.template import (
     TemplateOptions,
     TemplateSkip,
@@ -39,7 +41,7 @@ from tagfer.reasoning.template import (
     sample_rng,
 )
 from tagfer.reasoning.teacher import KEPT, GenerateFn, TeacherOptions, TeacherSample, run_teacher
-from tagfer.reasoning.trace import Box, Trace, TraceStep, parse_trace
+from tagfer.reasoning.trace import Trace, TraceStep, parse_trace
 from tagfer.reasoning.trace_file import (
     TraceWriter,
     read_traces,
@@ -49,45 +51,10 @@ from tagfer.reasoning.trace_file import (
 
 log = logging.getLogger(__name__)
 
-Size = tuple[int, int]
-
-__all__ = ["BuildReport", "ModelSpace", "build_command", "build_trace_file", "build_traces", "read_traces", "resolve_trace_paths"]
+__all__ = ["BuildReport", "build_command", "build_trace_file", "build_traces", "read_traces", "resolve_trace_paths"]
 
 
 # ------------------------------------------------------------------------------------ model spaces
-@dataclass(frozen=True)
-class ModelSpace:
-    """Where a model's boxes live: its family's convention after its processor's resize.
-
-    ``resize`` is a processor, an image processor or :class:`tagfer.models.resize.ResizeParams`.
-    """
-
-    convention: str
-    resize: Any
-
-    def input_size(self, orig_size: Size) -> Size:
-        from tagfer.models.resize import model_input_size
-
-        return model_input_size(orig_size[0], orig_size[1], self.resize)
-
-    def to_model(self, box: Box, orig_size: Size) -> Box:
-        from tagfer.models.boxes import to_model_space
-
-        return to_model_space(box, orig_size, self.input_size(orig_size), self.convention)
-
-    def to_pixels(self, box: Box, orig_size: Size) -> Box:
-        from tagfer.models.boxes import from_model_space
-
-        return from_model_space(box, orig_size, self.input_size(orig_size), self.convention)
-
-
-def processor_space(processor: Any, family: str) -> ModelSpace:
-    """The :class:`ModelSpace` of a loaded processor of ``family``."""
-    from tagfer.models.boxes import box_convention
-
-    return ModelSpace(box_convention(family), processor)
-
-
 def student_space(model_cfg: Any) -> ModelSpace:
     """The space of ``model.name_or_path`` from its processor alone (no weights are loaded).
 
@@ -106,7 +73,7 @@ def student_space(model_cfg: Any) -> ModelSpace:
         build_tiny_model(model_cfg, path)
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     set_pixel_bounds(processor, model_cfg.min_pixels, model_cfg.max_pixels)
-    return processor_space(processor, resolve_family(model_cfg.family, read_model_type(path)))
+    return ModelSpace.of(processor, resolve_family(model_cfg.family, read_model_type(path)))
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -383,7 +350,7 @@ def load_teacher(cfg: Any) -> tuple[GenerateFn, ModelSpace, str]:
     model_cfg = OmegaConf.merge(cfg.model, {"name_or_path": teacher.name_or_path, "build_tiny": False, "init_from": None, "family": "auto"})
     model, processor, family = load_vlm(model_cfg, for_training=False)
     generate = vlm_generator(model, processor, max_new_tokens=teacher.max_new_tokens, temperature=teacher.temperature)
-    return generate, processor_space(processor, family), str(teacher.name_or_path)
+    return generate, ModelSpace.of(processor, family), str(teacher.name_or_path)
 
 
 def build_trace_file(

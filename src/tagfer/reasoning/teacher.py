@@ -171,18 +171,17 @@ def _settle(outcome: TeacherOutcome, candidates: list[str], text: str, options: 
 def vlm_generator(model: Any, processor: Any, *, max_new_tokens: int, temperature: float) -> GenerateFn:
     """A :data:`GenerateFn` over a loaded VLM (:func:`tagfer.models.loader.load_vlm`).
 
-    Prompts go through the chat template with the image (:func:`tagfer.models.inputs.build_generation_inputs`);
-    sampling at ``temperature`` (greedy when 0); the completions are decoded without special tokens.
+    Prompts go through the chat template with the image (:func:`tagfer.models.inputs.build_generation_inputs`)
+    and :func:`tagfer.models.generation.generate_completions` (sampling at ``temperature``, greedy when 0).
     """
-    import torch
-
-    from tagfer.models.inputs import build_generation_inputs, decode_completions
+    from tagfer.models.generation import generate_completions
+    from tagfer.models.inputs import build_generation_inputs
 
     def generate(images: Sequence[Any], prompts: Sequence[str]) -> list[str]:
         inputs = build_generation_inputs(processor, images, prompts).to(model.device)
-        sampling = {"do_sample": True, "temperature": float(temperature)} if temperature > 0 else {"do_sample": False}
-        with torch.inference_mode():
-            sequences = model.generate(**inputs, max_new_tokens=int(max_new_tokens), **sampling)
-        return decode_completions(processor, sequences, inputs["input_ids"].shape[1])
+        completions = generate_completions(
+            model, processor, inputs, max_new_tokens=int(max_new_tokens), do_sample=temperature > 0, temperature=float(temperature)
+        )
+        return completions.texts
 
     return generate
