@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -205,6 +206,19 @@ def test_existing_roots_are_reused_extended_or_refused(tmp_path):
     small_lines = (root / "val" / "annotations.jsonl").read_text().splitlines()
     large_lines = (tmp_path / "larger" / "val" / "annotations.jsonl").read_text().splitlines()
     assert large_lines[:8] == small_lines  # the first n images of a larger split are the n-image split
+
+
+def _generate(args):
+    root, split = args
+    return generate_synthetic_dataset(root, {split: 4}, seed=0, image_size=32)["splits"]
+
+
+def test_concurrent_generation_reuses_the_winner(tmp_path):
+    root = str(tmp_path / "shared")
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.map(_generate, [(root, "train")] * 2) == [{"train": 4}] * 2  # a new root
+        assert pool.map(_generate, [(root, "val")] * 2) == [{"train": 4, "val": 4}] * 2  # a split added
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
 
 
 def test_reader_generates_on_first_use(tmp_path):

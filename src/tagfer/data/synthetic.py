@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +183,17 @@ def generate_synthetic_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _concurrent_result(root: Path, wanted: dict, counts: dict[str, int]) -> dict:
-    """Another process wrote ``root`` first: reuse its dataset when compatible."""
+def _concurrent_result(root: Path, wanted: dict, counts: dict[str, int], wait_s: float = 10.0) -> dict:
+    """Another process wrote ``root`` first: reuse its dataset when compatible.
+
+    A process that moved a split in updates the manifest right after, so this waits up to ``wait_s``
+    seconds for the manifest to list the splits.
+    """
+    deadline = time.monotonic() + wait_s
     manifest = read_manifest(root)
+    while (manifest is None or any(s not in manifest["splits"] for s in counts)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        manifest = read_manifest(root)
     if manifest is None or any(s not in manifest["splits"] for s in counts):
         raise DatasetLayoutError(
             f"{root} changed while generating the synthetic dataset; delete it or choose another root"
