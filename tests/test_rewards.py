@@ -1,0 +1,326 @@
+"""Reward callbacks: hand-computed scores, reward-hacking attempts, robustness to arbitrary text, registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tagfer.config import ConfigError, RewardSpec, load_config
+from tagfer.reasoning.trace import Trace, TraceStep, render_trace
+from tagfer.training.rewards import REWARDS, build_reward, build_rewards, reward_matrix, reward_stats
+
+EXTENT = (100, 100)
+AU_PROB = {"AU6": 0.9, "AU12": 0.8, "AU4": 0.1}
+AU_BOX = {"AU6": (20, 40, 80, 60), "AU12": (30, 70, 70, 90), "AU4": (30, 10, 70, 30)}
+NEUTRAL_PROB = {"AU6": 0.2, "AU12": 0.1}
+
+
+def batch(n: int, label: str = "happiness", au_prob: dict = AU_PROB, **extra) -> dict:
+    return {
+        "label": [label] * n,
+        "au_prob": [au_prob] * n,
+        "au_box": [AU_BOX] * n,
+        "image_extent": [EXTENT] * n,
+        **{key: [value] * n for key, value in extra.items()},
+    }
+
+
+def trace(steps, label="happiness", conclusion=None, think=False) -> str:
+    """Render steps ``(region, AUs, box)``; the conclusion names every stepped AU unless given."""
+    aus = tuple(dict.fromkeys(au for _, step_aus, _ in steps for au in step_aus))
+    body = Trace(
+        global_analysis="The cheeks are raised and the lip corners pulled up.",
+        steps=tuple(TraceStep(region, step_aus, "visible change", box) for region, step_aus, box in steps),
+        conclusion_aus=aus if conclusion is None else conclusion,
+        label=label,
+    )
+    return render_trace(body, think_tags=think)
+
+
+# AU6 cited with its exact box (IoU 1); AU12 cited with [30,70,70,80] against [30,70,70,90]:
+# intersection 40×10 = 400, union 40×20 = 800 → IoU 0.5.
+HONEST = trace([("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",), (30, 70, 70, 80))])
+
+
+def score(name: str, completion: str, label: str = "happiness", au_prob: dict = AU_PROB, **params) -> float | None:
+    (value,) = build_reward({"name": name, "params": params})([completion], batch(1, label, au_prob))
+    return value
+
+
+# ----------------------------------------------------------------------------------- known scores
+
+
+def test_au_grounding_hand_computed_ious():
+    assert score("au_grounding", HONEST) == pytest.approx((1.0 + 0.5) / 2)
+    only_au6 = trace([("cheeks", ("AU6",), (20, 40, 80, 60))])
+    assert score("au_grounding", only_au6) == pytest.approx(1.0)
+    assert score("au_grounding", only_au6, normalize="max") == pytest.approx(1.0 / 2)
+    assert score("au_grounding", only_au6, recall_weight=0.5) == pytest.approx(0.5 * 1.0 + 0.5 * (1.0 / 2))
+    # partly outside the image: [50,40,110,60] is clipped to [50,40,100,60] (area 1000); against
+    # [20,40,80,60] (area 1200) the intersection is 30×20 = 600 → IoU 600 / 1600.
+    shifted = trace([("cheeks", ("AU6",), (50, 40, 110, 60))])
+    assert score("au_grounding", shifted) == pytest.approx(600 / 1600)
+    # AU4 is inactive (p = 0.1): its exact box scores 0 → (1 + 0.5 + 0) / 3
+    with_inactive = trace(
+        [("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",), (30, 70, 70, 80)), ("inner brow", ("AU4",), (30, 10, 70, 30))]
+    )
+    assert score("au_grounding", with_inactive) == pytest.approx(1.5 / 3)
+    # top_k = 1 keeps AU6 only as reference: AU12 now scores 0 → (1 + 0) / 2
+    assert score("au_grounding", HONEST, top_k=1) == pytest.approx(0.5)
+    # a step naming two AUs with one box cites both: AU6 gets IoU 1, AU12's box [30,70,70,90] vs
+    # [20,40,80,60] does not overlap → (1 + 0) / 2
+    shared = trace([("cheeks", ("AU6", "AU12"), (20, 40, 80, 60))])
+    assert score("au_grounding", shared) == pytest.approx(0.5)
+
+
+def test_au_grounding_special_cases():
+    neutral = trace([("mouth", (), (30, 70, 70, 90))], label="neutral", conclusion=())
+    assert score("au_grounding", neutral, au_prob=NEUTRAL_PROB) == 1.0  # nothing active, nothing cited
+    assert score("au_grounding", neutral) == 0.0  # active AUs left uncited
+    assert score("au_grounding", HONEST, au_prob=NEUTRAL_PROB) == 0.0  # every cited AU is a hallucination
+    assert score("au_grounding", "<answer> happiness </answer>") == 0.0  # no step at all
+
+
+def test_format_reward():
+    assert score("format", HONEST) == 1.0
+    assert score("format", HONEST, require_think=True) == 0.0
+    thought = trace([("cheeks", ("AU6",), (20, 40, 80, 60))], think=True)
+    assert score("format", thought, require_think=True) == 1.0
+    assert score("format", thought, require_think=False) == 0.0
+    no_loop_line = HONEST.replace("Verification loop:\n", "")
+    assert score("format", no_loop_line) == 0.0
+    assert score("format", no_loop_line, partial_credit=True) == 0.5  # every check passes, still invalid
+    assert score("format", "<answer> happiness </answer>", partial_credit=True) == pytest.approx(0.5 * 1 / 4)
+
+
+def test_answer_reward():
+    assert score("answer", HONEST) == 1.0
+    assert score("answer", HONEST, label="sadness") == 0.0
+    assert score("answer", "<answer> Happy. </answer>") == 1.0
+    with pytest.raises(ValueError, match="canonical class"):
+        score("answer", HONEST, label="joyful")
+
+
+def test_label_au_consistency_reward():
+    assert score("label_au_consistency", HONEST) == 1.0  # {AU6, AU12} is happiness' prior
+    assert score("label_au_consistency", HONEST, prior="wide") == pytest.approx(2 * 2 / (2 + 3))  # + AU25
+    sad = trace([("cheeks", ("AU6",), (20, 40, 80, 60))], label="sadness")
+    assert score("label_au_consistency", sad) == 0.0
+    neutral = trace([("mouth", (), (30, 70, 70, 90))], label="neutral", conclusion=())
+    assert score("label_au_consistency", neutral) == 1.0
+    neutral_with_au = trace([("cheeks", ("AU6",), (20, 40, 80, 60))], label="neutral")
+    assert score("label_au_consistency", neutral_with_au) == 0.0
+
+
+def test_au_f1_reward():
+    assert score("au_f1", HONEST) == 1.0
+    only_au6 = trace([("cheeks", ("AU6",), (20, 40, 80, 60))])
+    assert score("au_f1", only_au6) == pytest.approx(2 * (2 * 1 / (1 + 2)) - 1)
+    none_cited = trace([("mouth", (), (30, 70, 70, 90))], conclusion=())
+    assert score("au_f1", none_cited) == -1.0
+    assert score("au_f1", HONEST, au_prob=NEUTRAL_PROB) is None
+
+
+def test_length_penalty_reward():
+    penalty = build_reward({"name": "length_penalty", "params": {"soft_length": 10, "max_length": 20}})
+    assert penalty(["a" * 5, "a" * 10, "a" * 15, "a" * 20, "a" * 25], batch(5)) == [0.0, 0.0, -0.5, -1.0, -1.0]
+    tokens = build_reward({"name": "length_penalty", "params": {"soft_length": 10, "max_length": 20, "unit": "tokens"}})
+    assert tokens(["short", "text"], {"completion_length": [12, 30]}) == [-0.2, -1.0]
+    with pytest.raises(KeyError, match="completion_length"):
+        tokens(["short"], {})
+
+
+# ------------------------------------------------------------------------------- hacking attempts
+
+
+def with_answer(text: str) -> str:
+    return HONEST.replace("<answer> happiness </answer>", f"<answer> {text} </answer>")
+
+
+HACKS = {
+    "empty answer": with_answer(""),
+    "all labels listed": with_answer("neutral, happiness, sadness, surprise, fear, disgust, anger, contempt"),
+    "happy or sad": with_answer("happy or sad"),
+    "two answers": HONEST + "\n<answer> sadness </answer>",
+    "twenty copies of one box": trace([("cheeks", ("AU6",), (20, 40, 80, 60))] * 20),
+    "twenty copies plus the honest steps": trace(
+        [("cheeks", ("AU6",), (20, 40, 80, 60))] * 20 + [("lip corners", ("AU12",), (30, 70, 70, 80))]
+    ),
+    "boxes outside the image": trace([("cheeks", ("AU6",), (220, 240, 280, 260)), ("lip corners", ("AU12",), (230, 270, 270, 280))]),
+    "whole-image boxes": trace([("cheeks", ("AU6",), (0, 0, 100, 100)), ("lip corners", ("AU12",), (0, 0, 100, 100))]),
+    "huge numbers": HONEST.replace("[30,70,70,80]", "[0,0,99999,99999]"),
+    "negative numbers": HONEST.replace("[30,70,70,80]", "[-30,70,70,80]"),
+    "malformed numbers": HONEST.replace("[30,70,70,80]", "[30,70,seventy,80]"),
+    "exponent numbers": HONEST.replace("[30,70,70,80]", "[3e1,7e1,7e1,8e1]"),
+    "five numbers": HONEST.replace("[30,70,70,80]", "[30,70,70,80,90]"),
+    "cited inactive AU": trace(
+        [("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",), (30, 70, 70, 80)), ("inner brow", ("AU4",), (30, 10, 70, 30))]
+    ),
+    "every AU cited": trace(
+        [("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12", "AU14", "AU15", "AU20"), (30, 70, 70, 80)),
+         ("inner brow", ("AU1", "AU4"), (30, 10, 70, 30)), ("mouth", ("AU16", "AU23", "AU24", "AU25", "AU26"), (30, 70, 70, 90))]
+    ),  # fmt: skip
+    "step without box": HONEST.replace("<bbox>[30,70,70,80]</bbox>", "<bbox>[]</bbox>"),
+    "no boxes at all": HONEST.replace("<bbox>[30,70,70,80]</bbox>", "<bbox>[]</bbox>").replace(
+        "<bbox>[20,40,80,60]</bbox>", "<bbox>[]</bbox>"
+    ),
+    "broken step line": HONEST.replace(" → <bbox>[30,70,70,80]</bbox>", ""),
+    "answer only": "<answer> happiness </answer>",
+    "empty reasoning in think tags": "<think></think>\n<answer> happiness </answer>",
+    "answer outside the end": HONEST + " trailing words",
+}
+HACK_REWARDS = [
+    {"name": "format"},
+    {"name": "format", "params": {"partial_credit": True}},
+    {"name": "answer"},
+    {"name": "au_grounding"},
+    {"name": "au_grounding", "params": {"normalize": "max"}},
+    {"name": "au_grounding", "params": {"recall_weight": 0.5}},
+    {"name": "label_au_consistency"},
+    {"name": "au_f1"},
+    {"name": "length_penalty"},
+]
+
+
+@pytest.mark.parametrize("hack", list(HACKS))
+def test_hacking_attempts_never_beat_the_honest_answer(hack):
+    for spec in HACK_REWARDS:
+        callback = build_reward(spec)
+        honest, hacked = callback([HONEST, HACKS[hack]], batch(2))
+        assert hacked <= honest + 1e-12, f"{hack!r} beats the honest trace on {spec}: {hacked} > {honest}"
+
+
+def test_grounding_hacks_score_what_the_formula_says():
+    grounding = build_reward({"name": "au_grounding"})
+    values = dict(zip(HACKS, grounding(list(HACKS.values()), batch(len(HACKS)))))
+    assert values["twenty copies of one box"] == pytest.approx(1 / 20)
+    assert values["boxes outside the image"] == 0.0
+    assert values["negative numbers"] == pytest.approx((1 + 0) / 2)  # AU12 named without a valid box
+    assert values["step without box"] == pytest.approx((1 + 0) / 2)
+    assert values["cited inactive AU"] == pytest.approx(1.5 / 3)
+    # [0,0,99999,99999] is clipped to the whole image: IoU with [30,70,70,90] = 800 / 10000
+    assert values["huge numbers"] == pytest.approx((1 + 800 / 10000) / 2)
+
+
+def test_adding_non_matching_citations_never_raises_grounding():
+    base_steps = [("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",), (30, 70, 70, 80))]
+    extras = [
+        ("cheeks", ("AU6",), (25, 45, 80, 60)),  # a worse copy of a matched AU
+        ("inner brow", ("AU4",), (30, 10, 70, 30)),  # inactive
+        ("nose", ("AU9",), (40, 30, 60, 50)),  # unknown to the detector
+        ("chin", ("AU17",), None),  # no box
+    ]
+    for params in ({}, {"normalize": "max"}, {"recall_weight": 0.3}):
+        grounding = build_reward({"name": "au_grounding", "params": params})
+        previous = grounding([trace(base_steps)], batch(1))[0]
+        for count in range(1, len(extras) + 1):
+            current = grounding([trace(base_steps + extras[:count])], batch(1))[0]
+            assert current <= previous + 1e-12, (params, count)
+            previous = current
+
+
+# -------------------------------------------------------------------------------- arbitrary text
+
+FRAGMENTS = [
+    "Global analysis: ", "Verification loop:\n", "Inspect cheeks (AU6) → raised → ", "Inspect mouth (none) → x → ",
+    "Inspect lip corners (AU12, AU14) -> up -> ", "<bbox>[", "]</bbox>", "\n", ",", "-", "1e308", "99999999999",
+    "20", "40.5", "nan", "Final conclusion: Combined AU6 + AU12 indicate a dominant emotion of happiness.",
+    "Final conclusion: No active AUs indicate a dominant emotion of neutral.", "<answer>", "</answer>",
+    " happiness ", "sad", "<think>", "</think>", "AU", "AU99", "→",
+]  # fmt: skip
+ARBITRARY = st.one_of(
+    st.text(max_size=400),
+    st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=40).map("".join),
+)
+ALL_REWARDS = [build_reward({"name": name}) for name in REWARDS] + [
+    build_reward({"name": "format", "params": {"partial_credit": True, "require_think": True}}),
+    build_reward({"name": "au_grounding", "params": {"normalize": "max", "recall_weight": 0.5, "top_k": 1}}),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=ARBITRARY, neutral=st.booleans())
+def test_arbitrary_text_gives_finite_rewards_in_range(text, neutral):
+    data = batch(1, au_prob=NEUTRAL_PROB if neutral else AU_PROB)
+    for callback in ALL_REWARDS:
+        (value,) = callback([text], data)
+        if value is None:
+            assert callback.name == "au_f1" and neutral
+            continue
+        low, high = callback.value_range
+        assert math.isfinite(value) and low <= value <= high, (callback.name, text, value)
+
+
+# ------------------------------------------------------------------------------ registry and stats
+
+
+def test_build_rewards_from_the_rl_config(configs_dir):
+    cfg = load_config(configs_dir / "rl.yaml", ["rl.rewards=[{name: au_grounding, weight: 2.0, params: {recall_weight: 0.25}}]"])
+    (grounding,) = build_rewards(cfg.rl.rewards)
+    assert (grounding.name, grounding.weight, grounding.recall_weight) == ("au_grounding", 2.0, 0.25)
+    default = build_rewards(load_config(configs_dir / "rl.yaml").rl.rewards)
+    assert [c.name for c in default] == ["format", "answer", "au_grounding"]
+    assert [c.name for c in build_rewards([RewardSpec("answer", 0.5)])] == ["answer"]
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"name": "au_grouding"}, r"unknown reward 'au_grouding'; did you mean 'au_grounding'\?.*known rewards: format"),
+        ({"name": "au_grounding", "params": {"treshold": 0.3}}, r"reward 'au_grounding' has no param 'treshold'.*threshold"),
+        ({"name": "au_grounding", "params": {"threshold": 2}}, r"au_grounding.*params.threshold=2"),
+        ({"name": "au_grounding", "params": {"normalize": "sum"}}, r"au_grounding.*params.normalize='sum'"),
+        ({"name": "format", "params": {"require_think": "yes"}}, r"format.*params.require_think='yes'"),
+        ({"name": "length_penalty", "params": {"soft_length": 100, "max_length": 50}}, r"params.max_length=50"),
+        ({"name": "answer", "weight": math.inf}, r"answer.*weight=inf"),
+        ({"name": "answer", "wieght": 1.0}, r"unknown field"),
+    ],
+)
+def test_bad_specs_name_the_reward_and_key(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        build_rewards([spec])
+
+
+def test_duplicate_and_empty_reward_lists_are_errors():
+    with pytest.raises(ConfigError, match="more than once"):
+        build_rewards([{"name": "format"}, {"name": "format"}])
+    with pytest.raises(ConfigError, match="empty"):
+        build_rewards([])
+
+
+def test_batch_problems_are_named():
+    grounding = build_reward({"name": "au_grounding"})
+    with pytest.raises(KeyError, match="au_box"):
+        grounding([HONEST], {"au_prob": [AU_PROB], "image_extent": [EXTENT]})
+    with pytest.raises(ValueError, match="2 entries for 1 completions"):
+        grounding([HONEST], batch(2))
+    with pytest.raises(ValueError, match="image_extent"):
+        grounding([HONEST], {**batch(1), "image_extent": [(0, 100)]})
+    with pytest.raises(ValueError, match="AU6"):
+        grounding([HONEST], {**batch(1), "au_box": [{"AU6": (1, 2, 3)}]})
+
+
+def test_reward_stats_and_matrix():
+    stats = reward_stats([1.0, None, 0.0, 0.5])
+    assert stats["mean"] == pytest.approx(0.5)
+    assert stats["std"] == pytest.approx(math.sqrt((0.25 + 0.25 + 0.0) / 2))
+    assert all(math.isnan(v) for v in reward_stats([None]).values())
+    assert math.isnan(reward_stats([0.3])["std"])
+    callbacks = build_rewards([{"name": "answer"}, {"name": "au_f1"}])
+    matrix = reward_matrix(callbacks, [HONEST, HONEST], {**batch(2), "au_prob": [AU_PROB, NEUTRAL_PROB]})
+    assert matrix.shape == (2, 2) and matrix.dtype == torch.float32
+    assert matrix[:, 0].tolist() == [1.0, 1.0]
+    assert matrix[0, 1].item() == 1.0 and math.isnan(matrix[1, 1].item())
+
+
+def test_reward_matrix_rejects_broken_callbacks():
+    class Broken(REWARDS["answer"]):
+        def __call__(self, completions, batch):
+            return [math.nan] * len(completions)
+
+    with pytest.raises(ValueError, match="non-finite"):
+        reward_matrix([Broken()], [HONEST], batch(1))
