@@ -244,6 +244,8 @@ class RLConfig:
     loss_type: str = "dapo"  # grpo | bnpo | dr_grpo | dapo
     scale_rewards: str = "group"  # group | batch | none
     num_iterations: int = 1  # μ: optimizer steps per rollout batch
+    gradient_accumulation_steps: int = 1  # rollout batches per optimizer step (only with num_iterations = 1)
+    logprob_micro_batch: int = 0  # rows per log-prob forward/backward (0 = all B·G rows at once)
     kl_clamp: float = 20.0  # |ref − logp| clamp before exp in the k3 KL
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run stops
     rewards: list[RewardSpec] = field(

@@ -49,6 +49,18 @@ def eos_token_ids(model: Any, processor: Any) -> list[int]:
     return sorted(ids)
 
 
+#: Tokens a completion must never contain: an image/video placeholder in the completion would break the
+#: next forward pass ("image features and image tokens do not match").
+VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def suppressed_token_ids(processor: Any) -> list[int]:
+    """Ids of :data:`VISION_SPECIAL_TOKENS` known to the tokenizer."""
+    tokenizer = processor.tokenizer
+    ids = [tokenizer.convert_tokens_to_ids(token) for token in VISION_SPECIAL_TOKENS]
+    return sorted({i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id})
+
+
 def completion_mask(ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mask, truncated)`` for completions ``ids [N, C]``: mask is 1 up to and including the first EOS.
 
@@ -77,8 +89,13 @@ def generate_completions(
     """Generate one completion per row of ``inputs`` (a left-padded prompt batch on the model's device).
 
     Sampling uses ``temperature``/``top_p``/``top_k`` (0 = off); greedy when ``do_sample`` is False.
+    Vision placeholder tokens are suppressed (:data:`VISION_SPECIAL_TOKENS`).
     """
-    options: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "do_sample": bool(do_sample)}
+    options: dict[str, Any] = {
+        "max_new_tokens": int(max_new_tokens),
+        "do_sample": bool(do_sample),
+        "suppress_tokens": suppressed_token_ids(processor),
+    }
     if do_sample:
         options.update(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k) or None)
     pad_id = processor.tokenizer.pad_token_id

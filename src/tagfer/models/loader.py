@@ -77,9 +77,26 @@ def _adapter_base(path: Path, meta: dict) -> Path:
     if not base:
         raise ValueError(f"{path}: adapter without a base model (no base_name_or_path in tagfer_export.json or adapter_config.json)")
     base = Path(base)
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: the adapter's base model {str(base)!r} is not a local model directory")
+    if not ((base / "config.json").is_file() or (base / ADAPTER_CONFIG_FILE).is_file()):
+        raise FileNotFoundError(f"{path}: the adapter's base model {str(base)!r} is not a local model or export directory")
     return base
+
+
+def _load_network(path: Path, model_cfg: Any, *, trainable: bool) -> torch.nn.Module:
+    """The network stored at ``path``: a model, or an adapter over its base.
+
+    The base of an adapter may itself be an adapter export (the RL adapter is trained over the SFT
+    model): it is loaded the same way and merged into its own base first, so a chain
+    base → SFT adapter → RL adapter loads as "SFT merged into the base, RL adapter on top".
+    """
+    if (path / ADAPTER_CONFIG_FILE).is_file():
+        base = _load_network(_adapter_base(path, read_export_meta(path)), model_cfg, trainable=False)
+        if isinstance(base, PeftModel):
+            base = base.merge_and_unload()
+        return PeftModel.from_pretrained(base, path, is_trainable=trainable)
+    if (path / "config.json").is_file():
+        return _load_weights(path, model_cfg)
+    raise FileNotFoundError(f"{str(path)!r} holds neither config.json (a model) nor {ADAPTER_CONFIG_FILE} (an adapter)")
 
 
 def load_vlm(
@@ -105,15 +122,11 @@ def load_vlm(
             raise _missing(path, key)
         build_tiny_model(model_cfg, path)
     meta = read_export_meta(path)
-    if (path / ADAPTER_CONFIG_FILE).is_file():
-        base = _load_weights(_adapter_base(path, meta), model_cfg)
-        model_type = base.config.model_type
-        model = PeftModel.from_pretrained(base, path, is_trainable=for_training)
-    elif (path / "config.json").is_file():
-        model = _load_weights(path, model_cfg)
-        model_type = model.config.model_type
-    else:
-        raise FileNotFoundError(f"{key}={str(path)!r} holds neither config.json (a model) nor {ADAPTER_CONFIG_FILE} (an adapter)")
+    try:
+        model = _load_network(path, model_cfg, trainable=for_training)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{key}: {err}") from None
+    model_type = (model.get_base_model() if isinstance(model, PeftModel) else model).config.model_type
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     set_pixel_bounds(processor, model_cfg.min_pixels, model_cfg.max_pixels)
     processor.tokenizer.padding_side = "left"

@@ -57,7 +57,7 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     model = prepare_policy(model, cfg.model)
     log.info("policy: %s", count_parameters(model))
     space = ModelSpace.of(processor, family)
-    classes = _classes(cfg)
+    classes = label_space(cfg)
     think = cfg.traces.think_tags
     datamodule = FERDataModule(
         cfg.data,
@@ -85,7 +85,7 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     return export_dir
 
 
-def _classes(cfg) -> tuple[str, ...]:
+def label_space(cfg) -> tuple[str, ...]:
     """The label space: the union of the training specs' ``classes`` (all 8 when none restricts them)."""
     from tagfer.classes import CLASS_NAMES, class_subset
 

@@ -12,11 +12,12 @@ au_f1                  Facial-R1: 2·F1(cited AUs, active AUs) − 1            
 =====================  ==========================================================  ===========
 """
 
-from tagfer.training.rewards.base import RewardCallback, reward_matrix, reward_stats
+from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
 from tagfer.training.rewards.registry import REWARDS, build_reward, build_rewards, reward_params
 
 __all__ = [
     "REWARDS",
+    "NonFiniteRewardError",
     "RewardCallback",
     "build_reward",
     "build_rewards",

@@ -29,6 +29,10 @@ import torch
 from tagfer.config import ConfigError
 
 
+class NonFiniteRewardError(ValueError):
+    """A reward callback returned ±inf or NaN (it must return finite numbers, or None)."""
+
+
 class RewardCallback:
     """Base class: subclasses set ``name``, ``value_range``, ``required_keys`` and implement :meth:`score`.
 
@@ -88,8 +92,9 @@ def reward_matrix(
 ) -> torch.Tensor:
     """Run every callback: ``[N, F]`` float32, column ``f`` = ``callbacks[f]``, NaN where it returned None.
 
-    Raises ValueError naming the reward when it returns the wrong number of values or a non-finite
-    value (NaN must be spelled ``None``).
+    Raises ValueError naming the reward when it returns the wrong number of values, and
+    :class:`NonFiniteRewardError` for a non-finite value (NaN must be spelled ``None``); the GRPO module
+    skips such a step.
     """
     columns = []
     for callback in callbacks:
@@ -98,7 +103,7 @@ def reward_matrix(
             raise ValueError(f"reward {callback.name!r} returned {len(values)} values for {len(completions)} completions")
         bad = [v for v in values if v is not None and not math.isfinite(v)]
         if bad:
-            raise ValueError(f"reward {callback.name!r} returned non-finite values {bad[:3]} (use None for 'not applicable')")
+            raise NonFiniteRewardError(f"reward {callback.name!r} returned non-finite values {bad[:3]} (use None for 'not applicable')")
         columns.append([math.nan if v is None else float(v) for v in values])
     if not columns:
         return torch.zeros((len(completions), 0), dtype=torch.float32)

@@ -1,0 +1,318 @@
+"""``GRPOModule``: stage 2 of TAG — group-relative policy optimisation with AU-aware reward callbacks.
+
+One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
+
+1. **Rollout** (no grad, eval mode): every prompt repeated ``G`` times (group-major rows), one batched
+   ``generate`` with the KV cache → ``N = B·G`` completions and their masks (up to and including EOS).
+2. **Rewards**: each reward callback scores every completion against the sample's label and AU evidence
+   (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` → advantages ``A = (r − mean_g) / (std + 1e-4)``
+   (:func:`tagfer.training.grpo.group_advantages`).
+3. **Old / reference log-probs** (no grad, one pass each): the old policy's only when ``num_iterations > 1``
+   (else ρ = 1 and ``old_logps`` is the detached current one), the reference model's only when ``beta ≠ 0``
+   (LoRA: the same network with the adapter disabled; full fine-tune: a frozen copy).
+4. **μ = num_iterations optimizer steps** on the same rollouts: per-token log-probs at the sampling
+   temperature → :func:`tagfer.training.grpo.grpo_loss` (clipped ratio + β·k3 KL, ``loss_type``
+   aggregation) → backward (in row chunks of ``rl.logprob_micro_batch`` to bound memory), gradient
+   clipping, optimizer and scheduler step. With μ = 1, gradients of ``rl.gradient_accumulation_steps``
+   rollout batches are summed before each optimizer step.
+
+A non-finite reward or loss skips the step (no parameter update), increments ``skipped_steps`` and is
+logged; after ``rl.max_consecutive_skips`` skips in a row the run stops with an error (the last good
+checkpoint is kept). Logged scalars follow TRL's names: ``reward``, ``reward_std``,
+``rewards/<name>/mean|std``, ``frac_reward_zero_std``, ``kl``, ``entropy``, ``clip_ratio/*``,
+``completions/{mean,min,max}_length``, ``completions/clipped_ratio``, ``num_tokens``, ``step_time``,
+``generation_time_fraction``, ``loss``, ``skipped_steps``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import lightning as L
+import torch
+
+from tagfer.classes import CLASS_NAMES
+from tagfer.models.generation import Completions, generate_completions
+from tagfer.models.inputs import append_completions, repeat_inputs
+from tagfer.models.policy import reference_model
+from tagfer.training.grpo import combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
+from tagfer.training.logging import log_grounding_samples
+from tagfer.training.optim import build_optimizer_and_scheduler
+from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
+
+
+class NonFiniteStepError(RuntimeError):
+    """Too many consecutive steps had a non-finite reward or loss."""
+
+
+def repeat_meta(meta: dict[str, list], n: int) -> dict[str, list]:
+    """Each per-sample entry ``n`` times in a row (the rows of :func:`repeat_inputs`)."""
+    return {key: [value for value in values for _ in range(n)] for key, values in meta.items()}
+
+
+def reward_batch(meta: dict[str, list], group_size: int) -> dict[str, list]:
+    """The per-completion ``batch`` the reward callbacks read (``label`` is the class name)."""
+    repeated = repeat_meta({k: meta[k] for k in ("label_name", "au_prob", "au_box", "image_extent", "id")}, group_size)
+    repeated["label"] = repeated.pop("label_name")
+    return repeated
+
+
+class GRPOModule(L.LightningModule):
+    """GRPO on a prepared policy.
+
+    Args:
+        model: the policy (LoRA ``PeftModel`` or a full model), initialised from the SFT export.
+        processor: its processor (decoding completions, pad/EOS ids).
+        rl_cfg: :class:`tagfer.config.RLConfig`.
+        rewards: reward callbacks (:func:`tagfer.training.rewards.build_rewards`).
+        convention: the family's box convention (for drawing boxes in TensorBoard).
+        reference: a frozen copy of the initial policy for a full fine-tune with ``beta ≠ 0``; None for
+            LoRA (adapter disabled) or ``beta = 0``.
+        gradient_clip_val: max gradient norm (None: no clipping).
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        rl_cfg,
+        rewards: Sequence[RewardCallback],
+        *,
+        convention: str,
+        classes: Sequence[str] = CLASS_NAMES,
+        reference: torch.nn.Module | None = None,
+        gradient_clip_val: float | None = 1.0,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.model = model
+        self.processor = processor
+        self.cfg = rl_cfg
+        self.rewards = list(rewards)
+        self.convention = convention
+        self.classes = tuple(classes)
+        self.reference = reference
+        self.gradient_clip_val = gradient_clip_val
+        self.strict_loading = False
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        self._accumulated = 0
+        if rl_cfg.num_iterations > 1 and rl_cfg.gradient_accumulation_steps > 1:
+            raise ValueError("rl.num_iterations > 1 and rl.gradient_accumulation_steps > 1 cannot be combined")
+
+    # ------------------------------------------------------------------------------------ rollout
+    def rollout(self, inputs) -> tuple[dict, Completions]:
+        """``G`` completions per prompt: (prompt + completion model inputs, completions)."""
+        repeated = repeat_inputs(inputs, self.cfg.num_generations)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            completions = generate_completions(
+                self.model,
+                self.processor,
+                repeated,
+                max_new_tokens=self.cfg.max_new_tokens,
+                do_sample=True,
+                temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p,
+                top_k=self.cfg.top_k,
+            )
+        finally:
+            self.model.train(was_training)
+        full = append_completions(repeated, completions.ids, completions.mask)
+        return full, completions
+
+    def completion_logprobs(self, model, full: dict, completion_ids: torch.Tensor, *, with_entropy: bool = False):
+        """Per-token log-probs ``[N, C]`` of the completion tokens under ``model`` (and entropies).
+
+        Only the last ``C + 1`` positions' logits are computed (``logits_to_keep``); position
+        ``L − 1 + t`` predicts completion token ``t``.
+        """
+        length = completion_ids.shape[1]
+        logits = model(**full, logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
+        logps = token_logprobs(logits, completion_ids, self.cfg.temperature)
+        entropies = token_entropies(logits.detach(), self.cfg.temperature) if with_entropy else None
+        return logps, entropies
+
+    def _chunks(self, n: int) -> list[slice]:
+        size = self.cfg.logprob_micro_batch or n
+        return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+    @torch.no_grad()
+    def _fixed_logprobs(self, model, full: dict, completion_ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.completion_logprobs(model, _rows(full, s), completion_ids[s])[0] for s in self._chunks(len(completion_ids))])
+
+    # ------------------------------------------------------------------------------------ rewards
+    def score(self, completions: Completions, meta: dict) -> torch.Tensor:
+        """``[N, F]`` rewards of every callback (NaN where a callback returned None: not applicable)."""
+        batch = reward_batch(meta, self.cfg.num_generations)
+        batch["completion_length"] = completions.lengths.tolist()
+        return reward_matrix(self.rewards, completions.texts, batch)
+
+    # ------------------------------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_index: int) -> None:
+        start = time.perf_counter()
+        inputs, meta = batch["inputs"], batch["meta"]
+        full, completions = self.rollout(inputs)
+        generation_time = time.perf_counter() - start
+        group = self.cfg.num_generations
+        try:
+            per_function = self.score(completions, meta)
+        except NonFiniteRewardError as err:
+            self._skip(str(err))
+            return
+        rewards = combine_rewards(per_function, [callback.weight for callback in self.rewards])
+        scale_input = self.all_gather(rewards).reshape(-1) if self.cfg.scale_rewards == "batch" else rewards
+        advantages = group_advantages(scale_input, group, self.cfg.scale_rewards)
+        if self.cfg.scale_rewards == "batch":
+            advantages = advantages.reshape(-1, rewards.numel())[self.global_rank]
+        advantages = advantages.to(self.device)
+
+        ids, mask = completions.ids.to(self.device), completions.mask.to(self.device)
+        old_logps = self._fixed_logprobs(self.model, full, ids) if self.cfg.num_iterations > 1 else None
+        ref_logps = None
+        if self.cfg.beta != 0.0:
+            with reference_model(self.model, self.reference) as reference:
+                ref_logps = self._fixed_logprobs(reference, full, ids)
+        tokens_global = self._global_token_count(mask)
+
+        stats = {}
+        for _ in range(self.cfg.num_iterations):
+            stats = self._optimise(full, ids, mask, old_logps, ref_logps, advantages, tokens_global)
+            if stats is None:
+                return
+        self.consecutive_skips = 0
+        self._log_step(per_function, rewards, completions, stats, start, generation_time, mask)
+        if batch_index % max(1, self.trainer.log_every_n_steps * 10) == 0:
+            log_grounding_samples(
+                self.logger, "train", self.global_step, completions.texts[::group], meta, limit=self.cfg.log_completions, convention=self.convention
+            )
+
+    def _global_token_count(self, mask: torch.Tensor) -> torch.Tensor:
+        """Active completion tokens of the whole global batch (``dapo``'s normaliser), summed over ranks."""
+        count = mask.sum().float()
+        return self.all_gather(count).sum() if self.trainer.world_size > 1 else count
+
+    def _chunk_weight(self, rows: slice, mask: torch.Tensor, n: int) -> float:
+        """Factor that turns a chunk's own ``grpo_loss`` into its share of the whole batch's loss."""
+        chunk_rows = rows.stop - rows.start
+        if self.cfg.loss_type == "bnpo":
+            return float(mask[rows].sum().clamp(min=1.0) / mask.sum().clamp(min=1.0))
+        if self.cfg.loss_type in ("grpo", "dr_grpo"):
+            return chunk_rows / n
+        return 1.0  # dapo: every chunk is normalised by the global token count already
+
+    def _optimise(self, full, ids, mask, old_logps, ref_logps, advantages, tokens_global) -> dict | None:
+        """One optimizer step (or one accumulation step) over the rollout; None when skipped."""
+        optimizer = self.optimizers()
+        n = len(ids)
+        total_loss = 0.0
+        stats_sum: dict[str, float] = {}
+        last_micro_step = self._accumulated + 1 >= self.cfg.gradient_accumulation_steps
+        sync_context = nullcontext if last_micro_step else self.trainer.strategy.block_backward_sync
+        for rows in self._chunks(n):
+            logps, entropies = self.completion_logprobs(self.model, _rows(full, rows), ids[rows], with_entropy=True)
+            loss, stats = grpo_loss(
+                logps,
+                None if old_logps is None else old_logps[rows],
+                None if ref_logps is None else ref_logps[rows],
+                advantages[rows],
+                mask[rows],
+                epsilon_low=self.cfg.epsilon_low,
+                epsilon_high=self.cfg.epsilon_high,
+                beta=self.cfg.beta,
+                loss_type=self.cfg.loss_type,
+                max_completion_length=self.cfg.max_new_tokens,
+                num_items_in_batch=tokens_global,
+                world_size=self.trainer.world_size,
+                kl_clamp=self.cfg.kl_clamp,
+                entropies=entropies,
+            )
+            loss = loss * self._chunk_weight(rows, mask, n) / self.cfg.gradient_accumulation_steps
+            if not torch.isfinite(loss):
+                optimizer.zero_grad()
+                self._accumulated = 0
+                self._skip("non-finite loss")
+                return None
+            with sync_context():
+                self.manual_backward(loss)
+            total_loss += float(loss.detach())
+            weight = (rows.stop - rows.start) / n
+            for key, value in stats.items():
+                stats_sum[key] = stats_sum.get(key, 0.0) + weight * float(value)
+        self._accumulated += 1
+        if self._accumulated >= self.cfg.gradient_accumulation_steps:
+            grads_finite = all(torch.isfinite(p.grad).all() for p in self.model.parameters() if p.grad is not None)
+            if not grads_finite:
+                optimizer.zero_grad()
+                self._accumulated = 0
+                self._skip("non-finite gradient")
+                return None
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad()
+            self.lr_schedulers().step()
+            self._accumulated = 0
+        stats_sum["loss"] = total_loss
+        return stats_sum
+
+    def _skip(self, reason: str) -> None:
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        self.log("skipped_steps", float(self.skipped_steps), prog_bar=True)
+        self.print(f"GRPO step {self.global_step} skipped: {reason} ({self.consecutive_skips} in a row)")
+        if self.consecutive_skips >= self.cfg.max_consecutive_skips:
+            raise NonFiniteStepError(
+                f"{self.consecutive_skips} consecutive GRPO steps had a {reason}; stopping. The last good checkpoint is "
+                f"{self.trainer.checkpoint_callback.last_model_path or '(none yet)'}; lower rl.optim.lr or check the rewards."
+            )
+
+    def _log_step(self, per_function, rewards, completions: Completions, stats, start, generation_time, mask) -> None:
+        lengths = completions.lengths.float()
+        metrics = {
+            **group_reward_stats(rewards, self.cfg.num_generations),
+            "completions/mean_length": lengths.mean().item(),
+            "completions/min_length": lengths.min().item(),
+            "completions/max_length": lengths.max().item(),
+            "completions/clipped_ratio": completions.truncated.float().mean().item(),
+            "num_tokens": float(mask.sum().item()),
+            "skipped_steps": float(self.skipped_steps),
+            **{key: value for key, value in stats.items()},
+        }
+        for column, callback in enumerate(self.rewards):
+            values = [None if math.isnan(v) else v for v in per_function[:, column].tolist()]
+            for key, value in reward_stats(values).items():
+                metrics[f"rewards/{callback.name}/{key}"] = value
+        step_time = time.perf_counter() - start
+        metrics["step_time"] = step_time
+        metrics["generation_time_fraction"] = generation_time / step_time
+        metrics = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+        shown = {"reward", "kl", "completions/mean_length"}
+        self.log_dict({k: v for k, v in metrics.items() if k not in shown}, batch_size=len(per_function))
+        self.log_dict({k: v for k, v in metrics.items() if k in shown}, prog_bar=True, batch_size=len(per_function))
+
+    def configure_optimizers(self):
+        return build_optimizer_and_scheduler(self.model, self.cfg.optim, self.trainer.estimated_stepping_batches)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["grpo"] = {"skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_steps = checkpoint.get("grpo", {}).get("skipped_steps", 0)
+
+
+def _rows(inputs: dict, rows: slice) -> dict:
+    """Rows ``rows`` of a model-input batch (pixel rows follow ``image_grid_thw``)."""
+    grid = inputs["image_grid_thw"]
+    patches = grid.prod(-1)
+    first = int(patches[: rows.start].sum())
+    last = first + int(patches[rows].sum())
+    out = {k: v[rows] for k, v in inputs.items() if k != "pixel_values"}
+    out["pixel_values"] = inputs["pixel_values"][first:last]
+    return out

@@ -1,0 +1,91 @@
+"""``stage: rl`` — ``python src/train.py --config configs/rl.yaml``.
+
+1. seed everything, save the resolved config;
+2. load the SFT export named by ``model.init_from`` and make it the policy. The reference model of the
+   KL term is the policy *at the start of RL* (the SFT model), as in TAG and its public recipes:
+   * LoRA: the SFT adapter is merged into the base weights and a fresh adapter is trained, so the
+     adapter-disabled network is exactly the SFT model (no second copy in memory);
+   * full fine-tune: a frozen copy of the SFT model (only when ``rl.beta ≠ 0``);
+3. ``Trainer.fit`` of :class:`GRPOModule` with the reward callbacks of ``rl.rewards`` (resuming from
+   ``<run_dir>/checkpoints/last.ckpt`` by default);
+4. export to ``<run_dir>/export``: the RL adapter over the SFT export (loaded as a chain by
+   :func:`tagfer.models.loader.load_vlm`), or the full model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from peft import PeftModel
+
+from tagfer.config import save_config
+from tagfer.data.datamodule import FERDataModule
+from tagfer.models.export import export_policy
+from tagfer.models.loader import load_vlm
+from tagfer.models.policy import count_parameters, frozen_reference_copy, prepare_policy
+from tagfer.models.space import ModelSpace
+from tagfer.training.collate import PromptCollator
+from tagfer.training.grpo_module import GRPOModule
+from tagfer.training.rewards import build_rewards
+from tagfer.training.sft_stage import label_space
+from tagfer.training.trainer import build_trainer, resume_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def load_rl_policy(cfg):
+    """``(policy, processor, family, reference)`` initialised from ``model.init_from`` (see the module docstring)."""
+    if not cfg.model.init_from:
+        raise ValueError("model.init_from is not set: the RL stage starts from an SFT export (e.g. outputs/runs/sft/export)")
+    init = Path(cfg.model.init_from)
+    if not init.exists():
+        raise FileNotFoundError(
+            f"model.init_from={str(init)!r} does not exist; run SFT first: python src/train.py --config configs/sft.yaml"
+        )
+    model, processor, family = load_vlm(cfg.model, for_training=True)
+    if isinstance(model, PeftModel) and cfg.model.finetune == "lora":
+        model = model.merge_and_unload()  # the SFT model becomes the base: the disabled adapter = reference
+    policy = prepare_policy(model, cfg.model)
+    reference = frozen_reference_copy(policy) if cfg.rl.beta != 0.0 else None
+    return policy, processor, family, reference
+
+
+def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
+    """Train with GRPO and export; returns the export directory."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    save_config(cfg, run_dir)
+    rewards = build_rewards(cfg.rl.rewards)
+    policy, processor, family, reference = load_rl_policy(cfg)
+    log.info("policy: %s; rewards: %s", count_parameters(policy), ", ".join(f"{r.name}×{r.weight}" for r in rewards))
+    space = ModelSpace.of(processor, family)
+    classes = label_space(cfg)
+    collate = PromptCollator(processor, space, classes=classes, think_tags=cfg.traces.think_tags)
+    datamodule = FERDataModule(cfg.data, cfg.au, train_collate=collate, eval_collate=collate, seed=cfg.seed)
+    module = GRPOModule(
+        policy,
+        processor,
+        cfg.rl,
+        rewards,
+        convention=space.convention,
+        classes=classes,
+        reference=reference,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+    )
+    overrides = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "limit_val_batches": 0, **(trainer_overrides or {})}
+    trainer = build_trainer(cfg, run_dir, **overrides)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.trainer, run_dir))
+    export_dir = run_dir / "export"
+    if trainer.is_global_zero:
+        export_policy(
+            module.model,
+            processor,
+            export_dir,
+            base_name_or_path=cfg.model.init_from,
+            family=family,
+            extra_meta={"stage": "rl", "global_step": trainer.global_step, "classes": list(classes)},
+        )
+        log.info("exported the RL policy to %s", export_dir)
+    return export_dir
