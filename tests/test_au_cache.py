@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tagfer.au.build import build_split, dataset_source
-from tagfer.au.cache import AUCache, CacheMismatchError, ensure_au_cache
+from tagfer.au.cache import AUCache, CacheMismatchError, default_cache_dir, ensure_au_cache
 from tagfer.au.detectors import DetectorSpec
 from tagfer.au.fingerprint import dataset_fingerprint
 from tagfer.au.regions import au_boxes
@@ -151,8 +151,12 @@ def test_importer_without_any_match_is_an_error(tmp_path):
 def test_ensure_au_cache_builds_once_and_checks(synthetic_root, tmp_path):
     au_cfg = AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au_cache"))
     cache = ensure_au_cache(spec_for(synthetic_root, limit=3), au_cfg, progress=False)
-    directory = tmp_path / "au_cache" / "synthetic-synthetic"
+    directory = default_cache_dir(spec_for(synthetic_root), au_cfg)
+    assert directory.parent == tmp_path / "au_cache" and directory.name.startswith("synthetic-synthetic-")
     assert cache.directory == directory and len(cache) == N  # the whole split, not the limit
+    other_root = spec_for(synthetic_root)
+    other_root.root = str(tmp_path / "another-copy")
+    assert default_cache_dir(other_root, au_cfg) != directory  # two copies of a dataset never share a cache
     stamp = (directory / "meta.json").stat().st_mtime_ns
     again = ensure_au_cache(spec_for(synthetic_root), au_cfg, progress=False)
     assert (directory / "meta.json").stat().st_mtime_ns == stamp and len(again) == N

@@ -26,7 +26,7 @@ def test_defaults_merge_order_and_groups(configs_dir):
     assert cfg.stage == "rl" and cfg.run_dir == "outputs/runs/rl"  # base.yaml interpolation, rl.yaml stage
     assert cfg.data.train[0].name == "synthetic"  # data: synthetic group
     assert cfg.model.build_tiny is True  # model: tiny_qwen2_vl group
-    assert cfg.data.batch_size == 2  # _self_ after the group wins
+    assert cfg.rl.batch_size == 2 and cfg.data.batch_size == 8  # _self_ after the group wins
     assert [r.name for r in cfg.rl.rewards] == ["format", "answer", "au_grounding"]
 
 

@@ -233,6 +233,7 @@ class RewardSpec:
 @dataclass
 class RLConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, scheduler="cosine", warmup_ratio=0.0))
+    batch_size: int = 2  # B: prompts per rollout batch (B·G completions per step)
     num_generations: int = 8  # G
     max_new_tokens: int = 256
     temperature: float = 1.0
@@ -248,6 +249,7 @@ class RLConfig:
     logprob_micro_batch: int = 0  # rows per log-prob forward/backward (0 = all B·G rows at once)
     kl_clamp: float = 20.0  # |ref − logp| clamp before exp in the k3 KL
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run stops
+    share_image_features: bool = True  # encode each image once per group (False: the plain path, G encodings)
     rewards: list[RewardSpec] = field(
         default_factory=lambda: [
             RewardSpec(name="format", weight=1.0),
@@ -295,7 +297,8 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     checkpoint: Optional[str] = None  # exported model/adapter directory (default: model.name_or_path)
-    datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec(split="test", num_samples=128)])
+    # test sets, each scored over its own classes (cross-dataset: list several); empty: the data group's data.test
+    datasets: list[DatasetSpec] = field(default_factory=list)
     batch_size: int = 16
     max_new_tokens: int = 256
     iou_threshold: float = 0.5  # a cited box under this IoU counts as hallucinated

@@ -18,6 +18,8 @@ Coordinates are pixels of the original image.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import shlex
 from pathlib import Path
@@ -262,10 +264,15 @@ def _check_expectations(meta, directory, expect_fingerprint, expect_detector, ex
 
 # ---------------------------------------------------------------------------------- entry points
 def default_cache_dir(spec, au_cfg) -> Path:
-    """``spec.au_cache`` when given, else ``<au.cache_dir>/<dataset>-<detector>``."""
+    """``spec.au_cache`` when given, else ``<au.cache_dir>/<dataset>-<detector>-<root hash>``.
+
+    The hash (8 hex digits of the SHA-1 of the absolute dataset root) keeps two copies of a dataset
+    (e.g. two synthetic sets) from sharing one cache directory.
+    """
     if spec.au_cache:
         return Path(spec.au_cache)
-    return Path(au_cfg.cache_dir) / f"{spec.name}-{au_cfg.detector}"
+    root_hash = hashlib.sha1(str(Path(spec.root).resolve()).encode()).hexdigest()[:8]
+    return Path(au_cfg.cache_dir) / f"{spec.name}-{au_cfg.detector}-{root_hash}"
 
 
 def ensure_au_cache(spec, au_cfg, *, progress: bool = True) -> AUCache:

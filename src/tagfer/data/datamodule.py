@@ -120,6 +120,7 @@ class FERDataModule(L.LightningDataModule):
         trace_mapper: converts trace boxes between the model's coordinate space and image pixels, so that
             geometric augmentation can move them; None disables geometric augmentation of trace samples.
         require_traces: training samples without a trace are dropped (SFT).
+        train_batch_size: training batch size when it is not ``data.batch_size`` (GRPO: ``rl.batch_size`` prompts).
         seed: seeds the augmentation and the balanced sampler (identical on every DDP rank).
     """
 
@@ -132,6 +133,7 @@ class FERDataModule(L.LightningDataModule):
         eval_collate: Callable[[list[Sample]], object] | None = None,
         trace_mapper: TraceBoxMapper | None = None,
         require_traces: bool = False,
+        train_batch_size: int | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -141,6 +143,7 @@ class FERDataModule(L.LightningDataModule):
         self.eval_collate = eval_collate or list
         self.trace_mapper = trace_mapper
         self.require_traces = require_traces
+        self.train_batch_size = train_batch_size or data_cfg.batch_size
         self.seed = seed
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, Counter] = {}
@@ -224,7 +227,7 @@ class FERDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", batch_size=self.data_cfg.batch_size, shuffle=True)
+        return self._loader("train", batch_size=self.train_batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", batch_size=self.data_cfg.eval_batch_size, shuffle=False)

@@ -30,6 +30,7 @@ from tagfer.training.collate import PromptCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
 from tagfer.training.sft_stage import label_space
+from tagfer.training.sharding import consolidated_state_dict
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     space = ModelSpace.of(processor, family)
     classes = label_space(cfg)
     collate = PromptCollator(processor, space, classes=classes, think_tags=cfg.traces.think_tags)
-    datamodule = FERDataModule(cfg.data, cfg.au, train_collate=collate, eval_collate=collate, seed=cfg.seed)
+    datamodule = FERDataModule(
+        cfg.data, cfg.au, train_collate=collate, eval_collate=collate, train_batch_size=cfg.rl.batch_size, seed=cfg.seed
+    )
     module = GRPOModule(
         policy,
         processor,
@@ -78,6 +81,7 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     trainer = build_trainer(cfg, run_dir, **overrides)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.trainer, run_dir))
     export_dir = run_dir / "export"
+    weights = consolidated_state_dict(module.model, rank=trainer.global_rank)  # FSDP2: gathered on every rank
     if trainer.is_global_zero:
         export_policy(
             module.model,
@@ -86,6 +90,7 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
             base_name_or_path=cfg.model.init_from,
             family=family,
             extra_meta={"stage": "rl", "global_step": trainer.global_step, "classes": list(classes)},
+            state_dict=weights,
         )
         log.info("exported the RL policy to %s", export_dir)
     return export_dir
