@@ -22,9 +22,21 @@ def register(subparsers) -> None:
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (a face each)")
     parser.add_argument("--checkpoint", required=True, help="exported model/adapter directory (SFT or RL export)")
-    parser.add_argument("--detector", default="builtin", help="AU detector for the reference boxes (default: builtin)")
+    parser.add_argument(
+        "--config",
+        help="run config for model/AU settings (default: <checkpoint>/../config.yaml when present, else configs/eval.yaml)",
+    )
+    parser.add_argument(
+        "--detector",
+        default="builtin",
+        choices=("builtin", "openface", "pyfeat"),
+        help="AU detector for the reference boxes (default: builtin = dlib landmarks + landmark-geometry estimate)",
+    )
+    parser.add_argument("--external", help="openface / pyfeat: their output folder or CSV file for these images")
+    parser.add_argument("--crop-fallback", action="store_true", help="builtin: fit landmarks on the whole image when dlib finds no face")
     parser.add_argument("--out", default="outputs/predict", help="folder for the annotated PNGs")
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per generation batch")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
 
 

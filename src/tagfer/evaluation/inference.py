@@ -1,0 +1,95 @@
+"""An exported VLM ready for greedy inference: evaluation and ``predict`` load it the same way.
+
+:func:`load_inference_model` loads the directory with :func:`tagfer.models.loader.load_vlm` (an exported
+adapter or full model, or a plain checkpoint for zero-shot evaluation), reads the classes it was trained
+on from the export metadata (all 8 when none are recorded), and moves it to the inference device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tagfer.evaluation.label_space import trained_classes
+from tagfer.evaluation.predictions import Prediction
+from tagfer.models.export import read_export_meta
+from tagfer.models.generation import generate_completions
+from tagfer.models.loader import load_vlm
+from tagfer.models.space import ModelSpace
+from tagfer.reasoning.prompt import task_prompt
+from tagfer.training.collate import PromptCollator
+
+
+def inference_device(accelerator: str) -> torch.device:
+    """``trainer.accelerator`` → a device: ``cpu`` → CPU; ``gpu``/``cuda`` → CUDA (an error without
+    one); anything else (``auto``) → CUDA when available, else CPU."""
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"trainer.accelerator={accelerator!r} but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class InferenceModel:
+    """A loaded VLM with what prompting and decoding it needs.
+
+    Attributes:
+        classes: the classes the model was trained on; the prompt lists them.
+        think_tags: the prompt asks for ``<think>…</think>`` (export metadata ``think_tags``, else the
+            config's ``traces.think_tags``).
+        source: the directory that was loaded.
+    """
+
+    model: Any
+    processor: Any
+    family: str
+    space: ModelSpace
+    classes: tuple[str, ...]
+    think_tags: bool
+    source: str
+    device: torch.device
+
+    @property
+    def prompt(self) -> str:
+        return task_prompt(self.classes, self.space.convention, think_tags=self.think_tags)
+
+    def collator(self) -> PromptCollator:
+        """Generation batches with this model's prompt and detector boxes in its coordinate space."""
+        return PromptCollator(self.processor, self.space, classes=self.classes, think_tags=self.think_tags)
+
+    def predict(self, inputs: Any, *, max_new_tokens: int) -> list[Prediction]:
+        """Greedy completions of a prompt batch (``BatchFeature``), parsed."""
+        completions = generate_completions(self.model, self.processor, inputs.to(self.device), max_new_tokens=max_new_tokens, do_sample=False)
+        truncated = completions.truncated.tolist()
+        return [Prediction.from_completion(text, truncated=cut) for text, cut in zip(completions.texts, truncated)]
+
+
+def load_inference_model(model_cfg, *, checkpoint: str | None, think_tags: bool, accelerator: str = "auto") -> InferenceModel:
+    """Load ``checkpoint`` (else ``model.init_from``, else ``model.name_or_path``) for greedy inference.
+
+    Args:
+        model_cfg: the ``model`` config section (pixel bounds, dtype, family, tiny-model build).
+        checkpoint: an exported model/adapter directory (``eval.checkpoint`` / ``--checkpoint``).
+        think_tags: the prompt's ``<think>`` setting when the export does not record one.
+        accelerator: ``trainer.accelerator`` (:func:`inference_device`).
+    """
+    source = checkpoint or model_cfg.init_from or model_cfg.name_or_path
+    model, processor, family = load_vlm(model_cfg, for_training=False, checkpoint=checkpoint)
+    meta = read_export_meta(source)
+    device = inference_device(accelerator)
+    model.to(device)
+    return InferenceModel(
+        model=model,
+        processor=processor,
+        family=family,
+        space=ModelSpace.of(processor, family),
+        classes=trained_classes(meta),
+        think_tags=bool(meta.get("think_tags", think_tags)),
+        source=str(source),
+        device=device,
+    )

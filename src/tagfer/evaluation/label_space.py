@@ -1,0 +1,63 @@
+"""Which classes a test set is scored over, and which classes a trained model answers with.
+
+Cross-dataset evaluation (train on AffectNet-8, test on RAF-DB) keeps two label spaces apart:
+
+* the **model's classes** — the classes it was trained on (``classes`` in the export's
+  ``tagfer_export.json``, all 8 when it records none). The prompt lists these, so the model is asked
+  the question it learnt.
+* the **test set's classes** — ``spec.classes`` when the spec restricts them, else the dataset's own
+  label set (:func:`scored_classes`). Metrics use these; an answer outside them (the model says
+  "contempt" on RAF-DB) lands in the no-answer column (:mod:`tagfer.metrics.classification`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from tagfer.classes import CLASS_NAMES, class_subset
+
+
+def trained_classes(export_meta: Mapping) -> tuple[str, ...]:
+    """The classes recorded in an export's metadata (canonical order), all 8 when none are recorded."""
+    recorded = export_meta.get("classes")
+    if not recorded:
+        return CLASS_NAMES
+    try:
+        return class_subset(list(recorded))
+    except ValueError as err:
+        raise ValueError(f"tagfer_export.json 'classes': {err}") from None
+
+
+def training_classes(data_cfg) -> tuple[str, ...]:
+    """The label space a model is trained on: the union of ``data.train`` specs' ``classes`` (all 8 when a
+    spec does not restrict them), in canonical order."""
+    chosen = {name for spec in data_cfg.train for name in (spec.classes or CLASS_NAMES)}
+    return class_subset(sorted(chosen))
+
+
+def scored_classes(spec, labels: Iterable[int]) -> tuple[str, ...]:
+    """The label set a test split of ``spec`` is scored over, in canonical order.
+
+    ``spec.classes`` when given; otherwise the dataset's own label set: RAF-DB's 7 classes, FERPlus's 8,
+    AffectNet-``num_classes``, the synthetic dataset's generated classes (its ``manifest.json``), and for
+    an image folder the classes of its class folders (``labels``, the canonical indices of its records).
+    """
+    if spec.classes:
+        return class_subset(list(spec.classes))
+    if spec.name == "rafdb":
+        from tagfer.data.rafdb import RAFDB_LABELS
+
+        return class_subset(list(RAFDB_LABELS.values()))
+    if spec.name == "ferplus":
+        return CLASS_NAMES
+    if spec.name == "affectnet":
+        return CLASS_NAMES[: int(spec.num_classes)]
+    if spec.name == "synthetic":
+        from tagfer.data.synthetic import read_manifest
+
+        manifest = read_manifest(Path(spec.root))
+        if manifest is None:
+            raise FileNotFoundError(f"synthetic dataset {spec.root}: no manifest.json (read the dataset before scoring it)")
+        return class_subset(list(manifest["classes"]))
+    return class_subset([CLASS_NAMES[i] for i in set(labels)])

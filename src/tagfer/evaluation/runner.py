@@ -1,0 +1,66 @@
+"""``stage: eval`` — ``python src/evaluate.py --config configs/eval.yaml eval.checkpoint=DIR`` (``tagfer evaluate``).
+
+1. seed, save the resolved config into the output directory (``eval.out_dir``, else ``run_dir``);
+2. load the exported model (``eval.checkpoint``, else ``model.init_from``, else ``model.name_or_path``),
+   with the classes it was trained on (export metadata; all 8 when none are recorded);
+3. for every test set (``eval.datasets``, or ``data.test`` when empty): batched greedy generation
+   (``eval.batch_size``, ``eval.max_new_tokens``) with a prompt listing the model's classes, parsing,
+   and scoring over the test set's own classes (:mod:`tagfer.evaluation.label_space`) with the
+   torchmetrics metrics of :mod:`tagfer.metrics` — accuracy, mean class accuracy, macro-F1, parse rate and
+   grounding faithfulness against the AU detector's boxes (``au.threshold``, ``eval.iou_threshold``,
+   ``eval.prior``);
+4. write ``predictions.jsonl``, ``report.json`` and ``report.md`` (:mod:`tagfer.evaluation.report`),
+   print a summary and, as the last line, ``report: <path of report.json>``.
+
+Evaluation runs in a single process on one device (CUDA when available unless
+``trainer.accelerator=cpu``); it is not sharded across DDP ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+
+from tagfer.config import save_config
+from tagfer.evaluation.inference import load_inference_model
+from tagfer.evaluation.report import print_summary, write_report
+from tagfer.evaluation.scoring import GroundingOptions
+from tagfer.evaluation.sets import evaluate_sets
+
+log = logging.getLogger(__name__)
+
+
+def run_evaluation(cfg, *, progress: bool = True) -> dict:
+    """Evaluate and write the report; returns the report (the content of ``report.json``) with one more
+    key, ``report_path``: the path of ``report.json``."""
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir = Path(cfg.eval.out_dir or cfg.run_dir)
+    config_path = save_config(cfg, out_dir)
+    engine = load_inference_model(
+        cfg.model, checkpoint=cfg.eval.checkpoint, think_tags=cfg.traces.think_tags, accelerator=cfg.trainer.accelerator
+    )
+    log.info("evaluating %s (%s, classes %s) on %s", engine.source, engine.family, ", ".join(engine.classes), engine.device)
+    max_new_tokens = int(cfg.eval.max_new_tokens)
+    entries = evaluate_sets(
+        cfg,
+        collate=engine.collator(),
+        predictor=lambda batch: engine.predict(batch["inputs"], max_new_tokens=max_new_tokens),
+        grounding=GroundingOptions.from_config(cfg),
+        batch_size=cfg.eval.batch_size,
+        out_dir=out_dir,
+        progress=progress,
+    )
+    extra = {
+        "model": {"kind": "vlm", "family": engine.family, "classes": list(engine.classes), "think_tags": engine.think_tags},
+        "checkpoint": engine.source,
+        "config": str(config_path),
+        "timings": {"total_s": round(time.perf_counter() - start, 3)},
+    }
+    report_path = write_report(out_dir, entries, **extra)
+    print_summary(entries, report_path)
+    return {"datasets": entries, **extra, "report_path": str(report_path)}
+
