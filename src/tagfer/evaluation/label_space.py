@@ -30,9 +30,16 @@ def trained_classes(export_meta: Mapping) -> tuple[str, ...]:
 
 
 def training_classes(data_cfg) -> tuple[str, ...]:
-    """The label space a model is trained on: the union of ``data.train`` specs' ``classes`` (all 8 when a
-    spec does not restrict them), in canonical order."""
-    chosen = {name for spec in data_cfg.train for name in (spec.classes or CLASS_NAMES)}
+    """The label space a model is trained on: the union of the ``data.train`` specs' label sets
+    (:func:`scored_classes`: ``classes`` when a spec restricts them, else the dataset's own), in canonical
+    order. Datasets whose label set is read from disk (synthetic, image folders) are read here."""
+    from tagfer.data.readers import read_dataset
+
+    chosen: set[str] = set()
+    for spec in data_cfg.train:
+        needs_records = not spec.classes and spec.name in ("synthetic", "imagefolder")
+        labels = [record.label for record in read_dataset(spec).records] if needs_records else []
+        chosen.update(scored_classes(spec, labels))
     return class_subset(sorted(chosen))
 
 

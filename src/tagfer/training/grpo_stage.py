@@ -22,6 +22,7 @@ from peft import PeftModel
 
 from tagfer.config import save_config
 from tagfer.data.datamodule import FERDataModule
+from tagfer.evaluation.label_space import training_classes
 from tagfer.models.export import export_policy
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, frozen_reference_copy, prepare_policy
@@ -29,7 +30,6 @@ from tagfer.models.space import ModelSpace
 from tagfer.training.collate import PromptCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
-from tagfer.training.sft_stage import label_space
 from tagfer.training.sharding import consolidated_state_dict
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 
@@ -62,7 +62,7 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     policy, processor, family, reference = load_rl_policy(cfg)
     log.info("policy: %s; rewards: %s", count_parameters(policy), ", ".join(f"{r.name}×{r.weight}" for r in rewards))
     space = ModelSpace.of(processor, family)
-    classes = label_space(cfg)
+    classes = training_classes(cfg.data)
     collate = PromptCollator(processor, space, classes=classes, think_tags=cfg.traces.think_tags)
     datamodule = FERDataModule(
         cfg.data, cfg.au, train_collate=collate, eval_collate=collate, train_batch_size=cfg.rl.batch_size, seed=cfg.seed
@@ -89,7 +89,12 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
             export_dir,
             base_name_or_path=cfg.model.init_from,
             family=family,
-            extra_meta={"stage": "rl", "global_step": trainer.global_step, "classes": list(classes)},
+            extra_meta={
+                "stage": "rl",
+                "global_step": trainer.global_step,
+                "classes": list(classes),
+                "think_tags": bool(cfg.traces.think_tags),
+            },
             state_dict=weights,
         )
         log.info("exported the RL policy to %s", export_dir)

@@ -19,12 +19,14 @@ import lightning as L
 from tagfer.config import save_config
 from tagfer.data.datamodule import FERDataModule
 from tagfer.data.trace_boxes import TraceBoxMapper
+from tagfer.evaluation.label_space import training_classes
 from tagfer.models.space import ModelSpace
 from tagfer.models.export import export_policy
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, prepare_policy
 from tagfer.training.collate import PromptCollator, SFTCollator
 from tagfer.training.sft_module import SFTModule
+from tagfer.training.sharding import consolidated_state_dict
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     model = prepare_policy(model, cfg.model)
     log.info("policy: %s", count_parameters(model))
     space = ModelSpace.of(processor, family)
-    classes = label_space(cfg)
+    classes = training_classes(cfg.data)
     think = cfg.traces.think_tags
     datamodule = FERDataModule(
         cfg.data,
@@ -72,6 +74,7 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.trainer, run_dir))
     export_dir = run_dir / "export"
+    weights = consolidated_state_dict(module.model, rank=trainer.global_rank)  # FSDP2: gathered on every rank
     if trainer.is_global_zero:
         export_policy(
             module.model,
@@ -79,15 +82,14 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
             export_dir,
             base_name_or_path=cfg.model.name_or_path,
             family=family,
-            extra_meta={"stage": "sft", "global_step": trainer.global_step, "classes": list(classes)},
+            extra_meta={
+                "stage": "sft",
+                "global_step": trainer.global_step,
+                "classes": list(classes),
+                "think_tags": bool(cfg.traces.think_tags),
+            },
+            state_dict=weights,
         )
         log.info("exported the SFT policy to %s", export_dir)
     return export_dir
 
-
-def label_space(cfg) -> tuple[str, ...]:
-    """The label space: the union of the training specs' ``classes`` (all 8 when none restricts them)."""
-    from tagfer.classes import CLASS_NAMES, class_subset
-
-    chosen = [name for spec in cfg.data.train for name in (spec.classes or CLASS_NAMES)]
-    return class_subset(sorted(set(chosen)))
