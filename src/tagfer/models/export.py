@@ -36,6 +36,7 @@ def export_policy(
     base_name_or_path: str,
     family: str,
     extra_meta: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save ``model`` (adapter or full weights), ``processor`` and ``tagfer_export.json`` to ``out_dir``.
 
@@ -47,6 +48,8 @@ def export_policy(
             it is a local directory).
         family: the model family (:data:`tagfer.models.families.FAMILIES`).
         extra_meta: more JSON-serialisable facts (stage, step, metrics); may not override the fixed keys.
+        state_dict: the weights to write instead of ``model``'s own (the consolidated weights of a
+            sharded model, :func:`tagfer.training.sharding.consolidated_state_dict`).
 
     Written atomically; an existing ``out_dir`` is replaced. Returns ``out_dir``.
     """
@@ -69,7 +72,7 @@ def export_policy(
         raise ValueError(f"extra_meta may not override {sorted(clash)}")
     meta.update(extra_meta or {})
     with staged_directory(out_dir, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         processor.save_pretrained(tmp)
         (tmp / EXPORT_META_FILE).write_text(json.dumps(meta, indent=2))
     return Path(out_dir)

@@ -1,7 +1,8 @@
 """Batched generation with ``model.generate`` and the completion masks GRPO needs.
 
 One call generates every row of a left-padded prompt batch (GRPO passes B prompts already repeated G
-times, group-major, see :func:`tagfer.models.inputs.repeat_inputs`) with the KV cache on.
+times, group-major, see :mod:`tagfer.training.rollout`) with the KV cache on. A model sharded with FSDP2
+is gathered once for the whole call (:func:`tagfer.models.fsdp.unsharded`), not once per token.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from tagfer.models.fsdp import unsharded
 
 
 @dataclass
@@ -89,7 +92,9 @@ def generate_completions(
     """Generate one completion per row of ``inputs`` (a left-padded prompt batch on the model's device).
 
     Sampling uses ``temperature``/``top_p``/``top_k`` (0 = off); greedy when ``do_sample`` is False.
-    Vision placeholder tokens are suppressed (:data:`VISION_SPECIAL_TOKENS`).
+    Vision placeholder tokens are suppressed (:data:`VISION_SPECIAL_TOKENS`). ``inputs`` may carry
+    precomputed ``mm_encoder_outputs`` instead of ``pixel_values`` (:mod:`tagfer.models.image_features`).
+    Under FSDP2 every rank must call it (the weights are all-gathered once, collectively).
     """
     options: dict[str, Any] = {
         "max_new_tokens": int(max_new_tokens),
@@ -99,7 +104,8 @@ def generate_completions(
     if do_sample:
         options.update(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k) or None)
     pad_id = processor.tokenizer.pad_token_id
-    sequences = model.generate(**inputs, **options, pad_token_id=pad_id)
+    with unsharded(model):
+        sequences = model.generate(**inputs, **options, pad_token_id=pad_id)
     ids = sequences[:, inputs["input_ids"].shape[1] :]
     mask, truncated = completion_mask(ids, eos_token_ids(model, processor))
     ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id))

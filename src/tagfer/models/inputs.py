@@ -6,9 +6,9 @@
   tokens and the closing ``<|im_end|>``. The target is tokenised on its own (as a generated completion
   is), so its label span decodes back to exactly the target text. Truncation only ever cuts the target's
   end; it never touches the prompt or the image tokens.
-* :func:`repeat_inputs` / :func:`append_completions`: G copies of each prompt and prompt + completion
-  batches for GRPO, keeping ``pixel_values``, ``image_grid_thw`` and ``mm_token_type_ids`` consistent with
-  the token rows.
+* :func:`repeat_inputs` / :func:`append_completions` / :func:`select_rows`: G copies of each prompt,
+  prompt + completion batches and row chunks for GRPO, keeping ``pixel_values``, ``image_grid_thw`` and
+  ``mm_token_type_ids`` consistent with the token rows.
 
 Images are HWC uint8 numpy arrays (RGB, or grey HW) or PIL images, one per prompt.
 """
@@ -157,6 +157,17 @@ def repeat_inputs(inputs: Mapping[str, torch.Tensor], n: int) -> BatchFeature:
         else:
             out[key] = value.repeat_interleave(n, dim=0)
     return BatchFeature(out)
+
+
+def select_rows(inputs: Mapping[str, torch.Tensor], rows: slice) -> dict:
+    """Rows ``rows`` (a step-1 slice) of a model-input batch with one image per row: token tensors and
+    ``image_grid_thw`` by row, ``pixel_values`` by the image blocks of those rows."""
+    out = {key: value[rows] for key, value in inputs.items() if key != "pixel_values"}
+    if "pixel_values" in inputs:
+        patches = inputs["image_grid_thw"].prod(-1)
+        first = int(patches[: rows.start].sum())
+        out["pixel_values"] = inputs["pixel_values"][first : first + int(patches[rows].sum())]
+    return out
 
 
 def append_completions(

@@ -2,14 +2,18 @@
 
 One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
 
-1. **Rollout** (no grad, eval mode): every prompt repeated ``G`` times (group-major rows), one batched
+1. **Rollout** (no grad, eval mode, :func:`tagfer.training.rollout.generate_rollout`): each image encoded
+   once, every prompt repeated ``G`` times (group-major rows) sharing its image's features, one batched
    ``generate`` with the KV cache → ``N = B·G`` completions and their masks (up to and including EOS).
+   Under FSDP2 the model is all-gathered once for the whole rollout.
 2. **Rewards**: each reward callback scores every completion against the sample's label and AU evidence
    (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` → advantages ``A = (r − mean_g) / (std + 1e-4)``
    (:func:`tagfer.training.grpo.group_advantages`).
-3. **Old / reference log-probs** (no grad, one pass each): the old policy's only when ``num_iterations > 1``
-   (else ρ = 1 and ``old_logps`` is the detached current one), the reference model's only when ``beta ≠ 0``
-   (LoRA: the same network with the adapter disabled; full fine-tune: a frozen copy).
+3. **Reference log-probs** (no grad, one pass, only when ``beta ≠ 0``; LoRA: the same network with the
+   adapter disabled; full fine-tune: a frozen copy). No separate old-policy pass: the first of the μ
+   inner iterations runs with the rollout's weights, so its log-probs (detached) *are* the old policy's
+   (ρ = 1 there) and serve the later iterations. The frozen vision tower's features from the rollout are
+   reused by every pass.
 4. **μ = num_iterations optimizer steps** on the same rollouts: per-token log-probs at the sampling
    temperature → :func:`tagfer.training.grpo.grpo_loss` (clipped ratio + β·k3 KL, ``loss_type``
    aggregation) → backward (in row chunks of ``rl.logprob_micro_batch`` to bound memory), gradient
@@ -35,13 +39,17 @@ import lightning as L
 import torch
 
 from tagfer.classes import CLASS_NAMES
-from tagfer.models.generation import Completions, generate_completions
-from tagfer.models.inputs import append_completions, repeat_inputs
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from tagfer.models.generation import Completions
 from tagfer.models.policy import reference_model
 from tagfer.training.grpo import combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
+from tagfer.training.rollout import Rollout, generate_rollout
+from tagfer.training.sharding import checkpoint_state_dict, shard_for_strategy
 
 
 class NonFiniteStepError(RuntimeError):
@@ -49,7 +57,7 @@ class NonFiniteStepError(RuntimeError):
 
 
 def repeat_meta(meta: dict[str, list], n: int) -> dict[str, list]:
-    """Each per-sample entry ``n`` times in a row (the rows of :func:`repeat_inputs`)."""
+    """Each per-sample entry ``n`` times in a row (the rows of :func:`tagfer.models.inputs.repeat_inputs`)."""
     return {key: [value for value in values for _ in range(n)] for key, values in meta.items()}
 
 
@@ -103,36 +111,39 @@ class GRPOModule(L.LightningModule):
         if rl_cfg.num_iterations > 1 and rl_cfg.gradient_accumulation_steps > 1:
             raise ValueError("rl.num_iterations > 1 and rl.gradient_accumulation_steps > 1 cannot be combined")
 
+    def configure_model(self) -> None:
+        """FSDP2 (``trainer.strategy: fsdp``): shard the policy and a frozen reference copy per block."""
+        shard_for_strategy(self, self.model, self.reference)
+
     # ------------------------------------------------------------------------------------ rollout
-    def rollout(self, inputs) -> tuple[dict, Completions]:
-        """``G`` completions per prompt: (prompt + completion model inputs, completions)."""
-        repeated = repeat_inputs(inputs, self.cfg.num_generations)
+    def rollout(self, inputs) -> Rollout:
+        """``G`` completions per prompt (each image encoded once), sampled in eval mode."""
         was_training = self.model.training
         self.model.eval()
         try:
-            completions = generate_completions(
+            return generate_rollout(
                 self.model,
                 self.processor,
-                repeated,
+                inputs,
+                self.cfg.num_generations,
                 max_new_tokens=self.cfg.max_new_tokens,
-                do_sample=True,
                 temperature=self.cfg.temperature,
                 top_p=self.cfg.top_p,
                 top_k=self.cfg.top_k,
+                share_images=self.cfg.share_image_features,
             )
         finally:
             self.model.train(was_training)
-        full = append_completions(repeated, completions.ids, completions.mask)
-        return full, completions
 
-    def completion_logprobs(self, model, full: dict, completion_ids: torch.Tensor, *, with_entropy: bool = False):
-        """Per-token log-probs ``[N, C]`` of the completion tokens under ``model`` (and entropies).
+    def completion_logprobs(self, model, rollout: Rollout, rows: slice, *, with_entropy: bool = False):
+        """Per-token log-probs ``[n, C]`` of the completion tokens of ``rows`` under ``model`` (and entropies).
 
         Only the last ``C + 1`` positions' logits are computed (``logits_to_keep``); position
         ``L − 1 + t`` predicts completion token ``t``.
         """
+        completion_ids = rollout.completions.ids[rows].to(self.device)
         length = completion_ids.shape[1]
-        logits = model(**full, logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
+        logits = model(**rollout.model_inputs(model, rows), logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
         logps = token_logprobs(logits, completion_ids, self.cfg.temperature)
         entropies = token_entropies(logits.detach(), self.cfg.temperature) if with_entropy else None
         return logps, entropies
@@ -142,8 +153,8 @@ class GRPOModule(L.LightningModule):
         return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
     @torch.no_grad()
-    def _fixed_logprobs(self, model, full: dict, completion_ids: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.completion_logprobs(model, _rows(full, s), completion_ids[s])[0] for s in self._chunks(len(completion_ids))])
+    def _fixed_logprobs(self, model, rollout: Rollout) -> torch.Tensor:
+        return torch.cat([self.completion_logprobs(model, rollout, rows)[0] for rows in self._chunks(len(rollout))])
 
     # ------------------------------------------------------------------------------------ rewards
     def score(self, completions: Completions, meta: dict) -> torch.Tensor:
@@ -156,7 +167,8 @@ class GRPOModule(L.LightningModule):
     def training_step(self, batch: dict, batch_index: int) -> None:
         start = time.perf_counter()
         inputs, meta = batch["inputs"], batch["meta"]
-        full, completions = self.rollout(inputs)
+        rollout = self.rollout(inputs)
+        completions = rollout.completions
         generation_time = time.perf_counter() - start
         group = self.cfg.num_generations
         try:
@@ -171,19 +183,22 @@ class GRPOModule(L.LightningModule):
             advantages = advantages.reshape(-1, rewards.numel())[self.global_rank]
         advantages = advantages.to(self.device)
 
-        ids, mask = completions.ids.to(self.device), completions.mask.to(self.device)
-        old_logps = self._fixed_logprobs(self.model, full, ids) if self.cfg.num_iterations > 1 else None
+        mask = completions.mask.to(self.device)
         ref_logps = None
         if self.cfg.beta != 0.0:
             with reference_model(self.model, self.reference) as reference:
-                ref_logps = self._fixed_logprobs(reference, full, ids)
+                ref_logps = self._fixed_logprobs(reference, rollout)
         tokens_global = self._global_token_count(mask)
 
+        old_logps = None  # first iteration: the rollout's own weights, ρ = 1
         stats = {}
         for _ in range(self.cfg.num_iterations):
-            stats = self._optimise(full, ids, mask, old_logps, ref_logps, advantages, tokens_global)
-            if stats is None:
+            result = self._optimise(rollout, mask, old_logps, ref_logps, advantages, tokens_global)
+            if result is None:
                 return
+            stats, logps = result
+            if old_logps is None:
+                old_logps = logps
         self.consecutive_skips = 0
         self._log_step(per_function, rewards, completions, stats, start, generation_time, mask)
         if batch_index % max(1, self.trainer.log_every_n_steps * 10) == 0:
@@ -205,16 +220,19 @@ class GRPOModule(L.LightningModule):
             return chunk_rows / n
         return 1.0  # dapo: every chunk is normalised by the global token count already
 
-    def _optimise(self, full, ids, mask, old_logps, ref_logps, advantages, tokens_global) -> dict | None:
-        """One optimizer step (or one accumulation step) over the rollout; None when skipped."""
+    def _optimise(self, rollout: Rollout, mask, old_logps, ref_logps, advantages, tokens_global) -> tuple[dict, torch.Tensor] | None:
+        """One optimizer step (or one accumulation step) over the rollout: ``(stats, detached log-probs
+        [N, C])``, or None when skipped."""
         optimizer = self.optimizers()
-        n = len(ids)
+        n = len(rollout)
         total_loss = 0.0
         stats_sum: dict[str, float] = {}
+        all_logps = []
         last_micro_step = self._accumulated + 1 >= self.cfg.gradient_accumulation_steps
         sync_context = nullcontext if last_micro_step else self.trainer.strategy.block_backward_sync
         for rows in self._chunks(n):
-            logps, entropies = self.completion_logprobs(self.model, _rows(full, rows), ids[rows], with_entropy=True)
+            logps, entropies = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)
+            all_logps.append(logps.detach())
             loss, stats = grpo_loss(
                 logps,
                 None if old_logps is None else old_logps[rows],
@@ -245,8 +263,7 @@ class GRPOModule(L.LightningModule):
                 stats_sum[key] = stats_sum.get(key, 0.0) + weight * float(value)
         self._accumulated += 1
         if self._accumulated >= self.cfg.gradient_accumulation_steps:
-            grads_finite = all(torch.isfinite(p.grad).all() for p in self.model.parameters() if p.grad is not None)
-            if not grads_finite:
+            if not self._gradients_finite():
                 optimizer.zero_grad()
                 self._accumulated = 0
                 self._skip("non-finite gradient")
@@ -258,7 +275,17 @@ class GRPOModule(L.LightningModule):
             self.lr_schedulers().step()
             self._accumulated = 0
         stats_sum["loss"] = total_loss
-        return stats_sum
+        return stats_sum, torch.cat(all_logps)
+
+    def _gradients_finite(self) -> bool:
+        """Every gradient finite on every rank (FSDP2 ranks hold different shards, so they agree by a
+        MIN all-reduce: all ranks skip or step together)."""
+        local = all(torch.isfinite(_local(p.grad)).all() for p in self.model.parameters() if p.grad is not None)
+        if self.trainer.world_size == 1 or not dist.is_initialized():
+            return bool(local)
+        flag = torch.tensor(1.0 if local else 0.0, device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _skip(self, reason: str) -> None:
         self.skipped_steps += 1
@@ -299,20 +326,13 @@ class GRPOModule(L.LightningModule):
         return build_optimizer_and_scheduler(self.model, self.cfg.optim, self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["state_dict"] = checkpoint_state_dict(self, checkpoint["state_dict"])
         checkpoint["grpo"] = {"skipped_steps": self.skipped_steps}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_steps = checkpoint.get("grpo", {}).get("skipped_steps", 0)
 
 
-def _rows(inputs: dict, rows: slice) -> dict:
-    """Rows ``rows`` of a model-input batch (pixel rows follow ``image_grid_thw``)."""
-    grid = inputs["image_grid_thw"]
-    patches = grid.prod(-1)
-    first = int(patches[: rows.start].sum())
-    last = first + int(patches[rows].sum())
-    out = {k: v[rows] for k, v in inputs.items() if k != "pixel_values"}
-    out["pixel_values"] = inputs["pixel_values"][first:last]
-    return out
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a ``DTensor`` (FSDP2), the tensor itself otherwise."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

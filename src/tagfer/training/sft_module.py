@@ -28,6 +28,7 @@ from tagfer.models.inputs import IGNORE_INDEX
 from tagfer.reasoning.trace import parse_trace
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
+from tagfer.training.sharding import checkpoint_state_dict, shard_for_strategy
 
 
 def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -125,10 +126,14 @@ class SFTModule(L.LightningModule):
     def configure_optimizers(self):
         return build_optimizer_and_scheduler(self.model, self.cfg.optim, self.trainer.estimated_stepping_batches)
 
+    def configure_model(self) -> None:
+        """FSDP2 (``trainer.strategy: fsdp``): shard the policy per block (:mod:`tagfer.training.sharding`)."""
+        shard_for_strategy(self, self.model)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep only trainable tensors (LoRA adapters, projector; everything for a full fine-tune)."""
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        """Keep only trainable tensors (LoRA adapters, projector; everything for a full fine-tune); a
+        sharded checkpoint keeps everything (see :func:`tagfer.training.sharding.checkpoint_state_dict`)."""
+        checkpoint["state_dict"] = checkpoint_state_dict(self, checkpoint["state_dict"])
 
 
 def _first_rows(inputs, n: int):

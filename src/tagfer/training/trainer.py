@@ -27,16 +27,17 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def resume_checkpoint(trainer_cfg, run_dir: str | Path) -> str | None:
     """The checkpoint ``trainer.fit`` should resume from, or None.
 
-    ``trainer.resume``: ``auto`` → ``<run_dir>/checkpoints/last.ckpt`` when it exists; a path → that file
-    (it must exist); ``null`` → start fresh.
+    ``trainer.resume``: ``auto`` → ``<run_dir>/checkpoints/last.ckpt`` when it exists; a path → that
+    checkpoint (it must exist); ``null`` → start fresh. Under ``strategy: fsdp`` a checkpoint is a
+    directory (Lightning's distributed checkpoint: one shard file per rank plus ``meta.pt``).
     """
     choice = trainer_cfg.resume
     if choice is None:
         return None
     if choice == "auto":
         last = checkpoint_dir(run_dir) / "last.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(choice).is_file():
+        return str(last) if last.exists() else None
+    if not Path(choice).exists():
         raise FileNotFoundError(f"trainer.resume={choice!r}: no such checkpoint file (use 'auto' or null to start fresh)")
     return str(choice)
 

@@ -1,0 +1,101 @@
+"""GRPO rollouts: ``G`` completions for each of ``B`` prompts in one batched ``generate``, each image encoded once.
+
+:func:`generate_rollout` encodes the ``B`` images once (not ``B·G`` times), repeats the prompt token rows
+``G`` times (group-major: rows ``[a, a, b, b]`` for ``G = 2``) and generates all ``B·G`` completions in
+one left-padded batch with the KV cache, the rows sharing their prompt's vision features
+(:mod:`tagfer.models.image_features`). Under FSDP2 the model is gathered once for the whole rollout.
+
+The :class:`Rollout` then serves the log-prob passes (old policy, reference, policy) row chunk by row
+chunk. When the vision tower (merger included) is frozen, the rollout's features serve every pass and
+no pass runs the vision tower again; otherwise each pass encodes the distinct images of its chunk with
+its own weights (a trainable projector needs the gradient; LoRA's reference uses the original merger).
+With ``share_images=False`` every row carries its own copy of the pixels (the plain transformers path,
+kept to measure the saving and as a fallback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tagfer.models.fsdp import unsharded
+from tagfer.models.generation import Completions, generate_completions
+from tagfer.models.image_features import encode_images, vision_is_frozen, with_image_features
+from tagfer.models.inputs import append_completions, repeat_inputs, select_rows
+
+
+@dataclass
+class Rollout:
+    """Completions of ``B`` prompts × ``G`` and the model inputs of prompt + completion.
+
+    Attributes:
+        prompts: the ``B`` prompt rows as collated (``pixel_values`` included).
+        sequences: ``B·G`` rows of prompt + completion (``input_ids``, ``attention_mask``,
+            ``mm_token_type_ids``, ``image_grid_thw``; ``pixel_values`` only when images are not shared).
+        completions: the generated completions (``B·G`` rows).
+        group_size: ``G``.
+        features: vision features of the ``B`` images reused by every pass, or None (each pass encodes).
+        share_images: False → ``sequences`` carries repeated pixels and passes use the plain path.
+    """
+
+    prompts: Mapping[str, torch.Tensor]
+    sequences: Mapping[str, torch.Tensor]
+    completions: Completions
+    group_size: int
+    features: Any | None
+    share_images: bool = True
+
+    def __len__(self) -> int:
+        return self.completions.ids.shape[0]
+
+    def model_inputs(self, model: torch.nn.Module, rows: slice) -> dict:
+        """Forward inputs of ``rows`` (prompt + completion) for ``model``.
+
+        Shared images: the rollout's features when the vision tower is frozen, else the distinct images
+        of ``rows`` encoded by ``model`` now (under the caller's grad mode).
+        """
+        chunk = select_rows(self.sequences, rows)
+        if not self.share_images:
+            return chunk
+        prompt_index = [row // self.group_size for row in range(rows.start, rows.stop)]
+        if self.features is not None:
+            return with_image_features(chunk, self.features, prompt_index)
+        first = prompt_index[0]
+        prompts = select_rows(self.prompts, slice(first, prompt_index[-1] + 1))
+        features = encode_images(model, prompts["pixel_values"], prompts["image_grid_thw"])
+        return with_image_features(chunk, features, [index - first for index in prompt_index])
+
+
+@torch.no_grad()
+def generate_rollout(
+    model: torch.nn.Module,
+    processor: Any,
+    prompts: Mapping[str, torch.Tensor],
+    group_size: int,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    do_sample: bool = True,
+    share_images: bool = True,
+) -> Rollout:
+    """Sample ``group_size`` completions per prompt of ``prompts`` (a collated left-padded batch, one
+    image per prompt) with ``model`` as it is (the caller sets eval mode)."""
+    sampling = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k)
+    with unsharded(model):
+        if share_images:
+            tokens = repeat_inputs({k: v for k, v in prompts.items() if k != "pixel_values"}, group_size)
+            features = encode_images(model, prompts["pixel_values"], prompts["image_grid_thw"])
+            index = [row // group_size for row in range(tokens["input_ids"].shape[0])]
+            completions = generate_completions(model, processor, with_image_features(tokens, features, index), **sampling)
+            kept = features if vision_is_frozen(model) else None
+        else:
+            tokens = repeat_inputs(prompts, group_size)
+            completions = generate_completions(model, processor, tokens, **sampling)
+            kept = None
+    sequences = append_completions(tokens, completions.ids, completions.mask)
+    return Rollout(prompts, sequences, completions, group_size, kept, share_images)
