@@ -11,6 +11,7 @@ Run directory layout (every stage)::
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -45,22 +46,38 @@ def resume_checkpoint(trainer_cfg, run_dir: str | Path) -> str | None:
 def build_strategy(trainer_cfg):
     """``auto`` | ``ddp`` | ``ddp_spawn`` → Lightning's names; ``fsdp`` → FSDP2 via ``ModelParallelStrategy``.
 
-    FSDP2 (``fully_shard``, applied in the module's ``configure_model``) runs on CPU with gloo as well as on
-    GPUs, so the sharded code path is the one the tests exercise.
+    FSDP2 (``fully_shard``, applied in the module's ``configure_model``, :mod:`tagfer.training.sharding`)
+    runs on CPU with gloo as well as on GPUs, so the sharded code path is the one the tests exercise. It
+    is data-parallel only: the mesh has ``devices × num_nodes`` data-parallel ranks and no tensor
+    parallelism; checkpoints are sharded (Lightning's distributed checkpoint, one directory each).
     """
     name = trainer_cfg.strategy
     if name == "fsdp":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        devices = trainer_cfg.devices if isinstance(trainer_cfg.devices, int) else len(trainer_cfg.devices)
         return ModelParallelStrategy(
-            data_parallel_size=devices * trainer_cfg.num_nodes, tensor_parallel_size=1, save_distributed_checkpoint=True
+            data_parallel_size=processes_per_node(trainer_cfg) * trainer_cfg.num_nodes,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=True,
         )
     if name == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
         return DDPStrategy(find_unused_parameters=False)
     return name
+
+
+def processes_per_node(trainer_cfg) -> int:
+    """The number of processes per node that ``trainer.devices`` asks for: a count or a list of device ids.
+
+    Raises ValueError for ``auto``/``-1``: FSDP2's device mesh needs the count up front.
+    """
+    devices = trainer_cfg.devices
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices) > 0:
+        return len(devices)
+    raise ValueError(f"trainer.devices={devices!r}: strategy fsdp needs the number of devices per node (e.g. 8) or a list of ids")
 
 
 def build_trainer(cfg, run_dir: str | Path, *, callbacks=(), monitor: str | None = None, **overrides) -> L.Trainer:
