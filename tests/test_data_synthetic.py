@@ -157,6 +157,19 @@ def test_rendering_is_deterministic_and_pose_moves_landmarks():
     assert not np.array_equal(a.image, turned.image)
 
 
+def test_aligned_pose_keeps_faces_near_the_canonical_place_and_differs_from_random(tmp_path):
+    aligned = generate_synthetic_dataset(tmp_path / "aligned", {"train": 24}, seed=1, image_size=SIZE, pose="aligned")
+    assert aligned["pose"] == "aligned"
+    rows = [json.loads(line) for line in (tmp_path / "aligned" / "train" / "annotations.jsonl").read_text().splitlines()]
+    centres = np.array([row["pose"]["centre"] for row in rows]) / SIZE
+    angles = np.array([row["pose"]["angle"] for row in rows])
+    assert (np.abs(centres - [0.5, 0.47]) <= 0.04 + 1e-6).all() and (np.abs(angles) <= 4.0).all()
+    with pytest.raises(DatasetLayoutError, match="pose"):  # one root holds one pose
+        generate_synthetic_dataset(tmp_path / "aligned", {"train": 24}, seed=1, image_size=SIZE, pose="random")
+    with pytest.raises(ValueError, match="pose"):
+        generate_synthetic_dataset(tmp_path / "other", {"train": 2}, pose="frontal")
+
+
 # --------------------------------------------------------------------------------- layout and reader
 def _files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -169,7 +182,7 @@ def test_generation_is_deterministic_and_splits_differ(tmp_path):
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     assert one == {
         "generator": "tagfer.data.synthetic_faces", "generator_version": GENERATOR_VERSION, "seed": 3,
-        "image_size": SIZE, "classes": list(CLASS_NAMES), "splits": counts,
+        "image_size": SIZE, "pose": "random", "classes": list(CLASS_NAMES), "splits": counts,
     }
     train = (tmp_path / "a" / "train" / "images" / "000000.png").read_bytes()
     assert train != (tmp_path / "a" / "val" / "images" / "000000.png").read_bytes()

@@ -82,6 +82,7 @@ class DatasetSpec:
     num_samples: int = 512
     image_size: int = 112
     seed: int = 0
+    pose: str = "random"  # random (pose, scale, position) | aligned (like aligned crops of real datasets)
 
 
 @dataclass
@@ -391,6 +392,8 @@ def _check_dataset_spec(spec: DictConfig, where: str) -> None:
         close = difflib.get_close_matches(spec.name, DATASET_NAMES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{where}.name={spec.name!r} is not a dataset reader{hint} (expected one of {list(DATASET_NAMES)})")
+    if spec.pose not in ("random", "aligned"):
+        raise ConfigError(f"{where}.pose={spec.pose!r}; expected 'random' or 'aligned'")
     if spec.split not in SPLITS:
         raise ConfigError(f"{where}.split={spec.split!r}; expected one of {list(SPLITS)}")
 

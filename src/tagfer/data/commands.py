@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     synthesize.add_argument(
         "--image-size", type=int, default=_DEFAULTS.image_size, help="side of the square images in pixels"
     )
+    synthesize.add_argument(
+        "--pose", default=_DEFAULTS.pose, choices=["random", "aligned"], help="random pose/scale/position, or aligned crops"
+    )
     synthesize.set_defaults(func=_synthesize)
 
 

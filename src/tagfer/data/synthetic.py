@@ -44,12 +44,12 @@ from PIL import Image
 from tagfer.classes import CLASS_INDEX, CLASS_NAMES, class_subset
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_file
 from tagfer.data.records import FaceRecord
-from tagfer.data.synthetic_faces import GENERATOR_VERSION, make_face
+from tagfer.data.synthetic_faces import GENERATOR_VERSION, POSES, make_face
 
 log = logging.getLogger(__name__)
 
 NAME = "synthetic"
-OPTIONS = ("num_samples", "image_size", "seed")
+OPTIONS = ("num_samples", "image_size", "seed", "pose")
 LAYOUT = (
     "<root>/manifest.json, <root>/<split>/images/<NNNNNN>.png and <root>/<split>/annotations.jsonl "
     "(made by `tagfer data synthesize`)"
@@ -95,20 +95,23 @@ def _annotation(face, record_id: str, label: str) -> dict:
     }
 
 
-def _write_split(directory: Path, split: str, count: int, seed: int, image_size: int, classes: tuple[str, ...]) -> None:
+def _write_split(
+    directory: Path, split: str, count: int, seed: int, image_size: int, classes: tuple[str, ...], pose: str
+) -> None:
     """Draw ``count`` faces of ``split`` into ``directory`` (``images/`` + ``annotations.jsonl``)."""
     images = directory / "images"
     images.mkdir(parents=True)
     with (directory / "annotations.jsonl").open("w") as handle:
         for index in range(count):
             label = classes[index % len(classes)]
-            face = make_face(face_rng(seed, split, index), label, image_size)
+            face = make_face(face_rng(seed, split, index), label, image_size, pose)
             name = f"{index:06d}.png"
             Image.fromarray(face.image).save(images / name, compress_level=1)
             handle.write(json.dumps(_annotation(face, f"{split}/images/{name}", label)) + "\n")
 
 
 def _incompatibility(manifest: dict, wanted: dict, counts: dict[str, int]) -> str | None:
+    manifest = {"pose": "random", **manifest}  # manifests written before the pose option
     for key, value in wanted.items():
         if manifest.get(key) != value:
             return f"{key} is {manifest.get(key)!r}, requested {value!r}"
@@ -133,6 +136,7 @@ def generate_synthetic_dataset(
     seed: int = 0,
     image_size: int = 112,
     classes: tuple[str, ...] | list[str] = CLASS_NAMES,
+    pose: str = "random",
 ) -> dict:
     """Make sure ``root`` holds the synthetic splits ``counts`` (split → number of images); return the manifest.
 
@@ -145,8 +149,10 @@ def generate_synthetic_dataset(
         check_split(NAME, split, SPLITS)
         if int(count) < 1:
             raise ValueError(f"synthetic split {split!r}: need at least 1 image, got {count}")
+    if pose not in POSES:
+        raise ValueError(f"synthetic pose={pose!r}; expected one of {list(POSES)}")
     wanted = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "seed": int(seed),
-              "image_size": int(image_size), "classes": list(classes)}
+              "image_size": int(image_size), "pose": pose, "classes": list(classes)}
     manifest = read_manifest(root)
     if manifest is None and root.exists() and any(root.iterdir()):
         raise DatasetLayoutError(
@@ -162,7 +168,7 @@ def generate_synthetic_dataset(
     try:
         for split, count in counts.items():
             log.info("generating %d synthetic faces for %s/%s (seed %d, %dpx)", count, root, split, seed, image_size)
-            _write_split(tmp / split, split, int(count), int(seed), int(image_size), classes)
+            _write_split(tmp / split, split, int(count), int(seed), int(image_size), classes, pose)
         if manifest is None:
             _write_json_atomic(tmp / MANIFEST, {**wanted, "splits": {s: int(n) for s, n in counts.items()}})
             try:
@@ -227,14 +233,16 @@ def splits(root: Path, **options) -> list[str]:
     return [s for s in SPLITS if s in manifest.get("splits", {})]
 
 
-def read(root: Path, split: str, num_samples: int | None = 512, image_size: int = 112, seed: int = 0) -> ReadResult:
+def read(
+    root: Path, split: str, num_samples: int | None = 512, image_size: int = 112, seed: int = 0, pose: str = "random"
+) -> ReadResult:
     """The first ``num_samples`` faces of ``split``, generating the split first when it is missing.
 
     ``num_samples=None`` reads the split as it is on disk (no generation, no check of seed and size).
     """
     check_split(NAME, split, SPLITS)
     if num_samples is not None:
-        generate_synthetic_dataset(root, {split: int(num_samples)}, seed=seed, image_size=image_size)
+        generate_synthetic_dataset(root, {split: int(num_samples)}, seed=seed, image_size=image_size, pose=pose)
     path = require_file(root / split / "annotations.jsonl", f"synthetic split {split!r}", LAYOUT)
     result = ReadResult(notes={"manifest": read_manifest(root)})
     with path.open() as handle:
@@ -253,6 +261,6 @@ def read(root: Path, split: str, num_samples: int | None = 512, image_size: int 
 def synthesize_command(args) -> int:
     """``tagfer data synthesize``: write the dataset and print its manifest."""
     counts = {split: n for split, n in (("train", args.train), ("val", args.val), ("test", args.test)) if n > 0}
-    manifest = generate_synthetic_dataset(args.out, counts, seed=args.seed, image_size=args.image_size)
+    manifest = generate_synthetic_dataset(args.out, counts, seed=args.seed, image_size=args.image_size, pose=args.pose)
     print(json.dumps({"root": str(args.out), **manifest}, indent=2))
     return 0

@@ -181,18 +181,27 @@ def face_landmarks(spec: FaceSpec) -> np.ndarray:
     return to_image(canonical, spec.scale, spec.angle, spec.centre)
 
 
-def sample_face(rng: np.random.Generator, label: str, image_size: int = 112) -> FaceSpec:
+POSES = ("random", "aligned")
+
+
+def sample_face(rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random") -> FaceSpec:
     """A random face of class ``label`` whose 68 landmarks all lie at least 4 % inside the image.
 
-    Half the face width is U(0.30, 0.40) of the image side (shrunk until the face fits), the rotation
-    U(−12°, 12°), and the position uniform over the places where the landmarks fit.
+    ``pose="random"``: half the face width is U(0.30, 0.40) of the image side (shrunk until the face
+    fits), the rotation U(−12°, 12°), and the position uniform over the places where the landmarks fit.
+    ``pose="aligned"``: like the aligned crops of real datasets (RAF-DB ``aligned``): half-width
+    U(0.34, 0.40), rotation U(−4°, 4°), centre within ±4 % of the image side around (0.5, 0.47) —
+    a small residual misalignment, so boxes still differ from face to face.
     """
     if image_size < 32:
         raise ValueError(f"image_size={image_size}: synthetic faces need at least 32 pixels")
+    if pose not in POSES:
+        raise ValueError(f"pose={pose!r}; expected one of {list(POSES)}")
     au_intensity, au_side = sample_aus(rng, label)
     appearance = sample_appearance(rng)
-    scale = float(rng.uniform(0.30, 0.40)) * image_size
-    angle = float(rng.uniform(-12.0, 12.0))
+    aligned = pose == "aligned"
+    scale = float(rng.uniform(0.34, 0.40) if aligned else rng.uniform(0.30, 0.40)) * image_size
+    angle = float(rng.uniform(-4.0, 4.0) if aligned else rng.uniform(-12.0, 12.0))
     margin = 0.04 * image_size
     spec = FaceSpec(label, au_intensity, au_side, appearance, image_size, scale, angle, (0.0, 0.0))
     while True:
@@ -202,13 +211,18 @@ def sample_face(rng: np.random.Generator, label: str, image_size: int = 112) -> 
         if np.all(low <= high):
             break
         spec.scale *= 0.92
-    spec.centre = (float(rng.uniform(low[0], high[0])), float(rng.uniform(low[1], high[1])))
+    if aligned:
+        jitter = rng.uniform(-0.04, 0.04, size=2) * image_size
+        target = np.array([0.5, 0.47]) * image_size + jitter
+        spec.centre = tuple(float(v) for v in np.clip(target, low, high))
+    else:
+        spec.centre = (float(rng.uniform(low[0], high[0])), float(rng.uniform(low[1], high[1])))
     return spec
 
 
-def make_face(rng: np.random.Generator, label: str, image_size: int = 112) -> SyntheticFace:
+def make_face(rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random") -> SyntheticFace:
     """:func:`sample_face` then :func:`render_face`."""
-    return render_face(sample_face(rng, label, image_size))
+    return render_face(sample_face(rng, label, image_size, pose))
 
 
 # ----------------------------------------------------------------------------------------- rendering
