@@ -18,8 +18,9 @@ augmentation); only the dataset (and, for (d), the collate function) is swapped.
 once before timing (its build time is printed). Per epoch it records how long the consumer waits for each
 batch: samples/s is the steady-state rate (batches after the first; the first batch also pays worker
 start-up and lazy model loading, shown separately), latency is the median and 90th percentile wait per
-batch. Of ``--repeats`` epochs the fastest is kept. The table gives the ratio of each rate to (a) at the same
-worker count; the last line is the whole result as JSON (with the machine and its load average).
+batch. Of ``--repeats`` epochs, run in rounds over all configurations so that a change of machine load
+hits them alike, the fastest is kept. The table gives the ratio of each rate to (a) at the same worker
+count; the last line is the whole result as JSON (with the machine and its load average).
 
 With ``--workers 0`` everything runs in the main process at its torch thread count (``--torch-threads``;
 DataLoader workers always use one thread): the processor's many small tensor operations slow down badly
@@ -35,6 +36,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -72,30 +74,35 @@ def images_only(dataset: FERDataset) -> FERDataset:
     return FERDataset(items, augment=dataset.augment, trace_mapper=dataset.trace_mapper)
 
 
-class DetectPerSample(Dataset):
-    """``dataset``'s samples with the AU evidence computed by a detector on every access instead of read
-    from the cache. The image is decoded once: the detector sees it, then FERDataset assembles and
-    augments the sample from the same decoded array. Each process creates its own detector on first use."""
+class DetectedItems(Sequence):
+    """``items`` whose AU evidence a detector computes on every access instead of the cache. The image is
+    decoded once: the detector sees it and the returned item carries it as ``record.pixels``, which
+    FERDataset then assembles and augments. Each process creates its own detector on first use."""
 
-    def __init__(self, dataset: FERDataset, detector: DetectorSpec):
-        self.dataset = dataset
+    def __init__(self, items: list[FaceItem], detector: DetectorSpec):
+        self.items = items
         self.detector_spec = detector
         self._detector = None
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.items)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_detector": None}  # dlib models do not pickle; workers load their own
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> FaceItem:
         if self._detector is None:
             self._detector = self.detector_spec.create()
-        item = self.dataset.items[index]
+        item = self.items[index]
         image = load_image(item.record)
         evidence = self._detector.detect(image, item.record)
-        decoded = FaceItem(replace(item.record, pixels=image), evidence, item.trace)
-        return FERDataset([decoded], augment=self.dataset.augment, trace_mapper=self.dataset.trace_mapper)[0]
+        return FaceItem(replace(item.record, pixels=image), evidence, item.trace)
+
+
+def detect_per_sample(dataset: FERDataset, detector: DetectorSpec) -> FERDataset:
+    """``dataset`` with the AU evidence of every sample detected when it is served (the same FERDataset
+    sample assembly and augmentation as the cached path)."""
+    return FERDataset(DetectedItems(dataset.items, detector), augment=dataset.augment, trace_mapper=dataset.trace_mapper)
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -150,13 +157,27 @@ class Row:
     ratio: float = float("nan")  # samples_per_s / that of (a) at the same worker count
 
 
-def measure(datamodule: FERDataModule, dataset: Dataset, collate, workers: int, repeats: int, mode: str) -> Row:
-    """The fastest of ``repeats`` epochs of ``datamodule.train_dataloader()`` serving ``dataset``."""
+def serve(datamodule: FERDataModule, dataset: Dataset, collate, workers: int):
+    """``datamodule.train_dataloader()`` serving ``dataset`` through ``collate`` with ``workers`` workers."""
     datamodule.datasets["train"] = dataset
     datamodule.train_collate = collate
     datamodule.data_cfg.num_workers = workers
-    best = max((time_epoch(datamodule.train_dataloader()) for _ in range(repeats)), key=lambda t: t.steady_rate)
-    return Row(mode, workers, best.samples, best.steady_rate, best.waits[0], best.latency_ms(0.5), best.latency_ms(0.9))
+    return datamodule.train_dataloader()
+
+
+def measure(datamodule: FERDataModule, modes: dict[str, tuple[Dataset, object]], workers: list[int], repeats: int) -> list[Row]:
+    """Per mode and worker count, the fastest of ``repeats`` epochs. The rounds interleave every
+    configuration, so a change of machine load during the run hits them all alike."""
+    epochs: dict[tuple[str, int], list[EpochTiming]] = {(mode, w): [] for w in workers for mode in modes}
+    for _ in range(repeats):
+        for (mode, w), timings in epochs.items():
+            dataset, collate = modes[mode]
+            timings.append(time_epoch(serve(datamodule, dataset, collate, w)))
+    rows = []
+    for (mode, w), timings in epochs.items():
+        best = max(timings, key=lambda t: t.steady_rate)
+        rows.append(Row(mode, w, best.samples, best.steady_rate, best.waits[0], best.latency_ms(0.5), best.latency_ms(0.9)))
+    return rows
 
 
 # ---------------------------------------------------------------------------------- setup
@@ -251,11 +272,11 @@ def run(args, work: Path) -> dict:
     cached = datamodule.datasets["train"]
     modes: dict[str, tuple[Dataset, object]] = {CACHE: (cached, list), IMAGES: (images_only(cached), list)}
     for name in args.detectors:
-        modes[f"detect:{name}"] = (DetectPerSample(cached, DetectorSpec(name)), list)
+        modes[f"detect:{name}"] = (detect_per_sample(cached, DetectorSpec(name)), list)
     if args.processor != "none":
         modes[PROCESSOR] = (cached, prompt_collator(args.processor, args.max_pixels))
     print(f"{len(cached)} samples per epoch, batch {args.batch_size}, augmentation {'off' if args.no_augment else 'on'}, best of {args.repeats} epochs")
-    rows = [measure(datamodule, dataset, collate, w, args.repeats, mode) for w in args.workers for mode, (dataset, collate) in modes.items()]
+    rows = measure(datamodule, modes, args.workers, args.repeats)
     reference = {row.workers: row.samples_per_s for row in rows if row.mode == CACHE}
     for row in rows:
         row.ratio = row.samples_per_s / reference[row.workers]

@@ -29,7 +29,7 @@ def test_modes_serve_the_cached_samples_with_or_without_evidence(bench, tmp_path
     args = bench.parse_args(["--samples", "8", "--no-augment", "--root", str(tmp_path / "faces")])
     datamodule, _ = bench.build_datamodule(tmp_path / "faces", tmp_path, args)
     cached = datamodule.datasets["train"]
-    detected = bench.DetectPerSample(cached, DetectorSpec("synthetic"))
+    detected = bench.detect_per_sample(cached, DetectorSpec("synthetic"))
     bare = bench.images_only(cached)
     for index in range(len(cached)):
         reference, fresh, image_only = cached[index], detected[index], bare[index]
