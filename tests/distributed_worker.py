@@ -121,7 +121,7 @@ def trainable_weights(model, rank: int) -> dict[str, torch.Tensor]:
 
 
 def make_trainer(args, max_steps: int, callbacks=(), **kwargs) -> L.Trainer:
-    tcfg = TrainerConfig(accelerator="cpu", devices=args.devices, strategy=args.strategy)
+    tcfg = TrainerConfig(accelerator="cpu", devices=args.devices, strategy=args.strategy, precision=args.precision)
     return L.Trainer(
         accelerator="cpu",
         devices=args.devices,
@@ -134,6 +134,7 @@ def make_trainer(args, max_steps: int, callbacks=(), **kwargs) -> L.Trainer:
         limit_val_batches=0,
         callbacks=list(callbacks),
         use_distributed_sampler=False,
+        precision=args.precision,
         **kwargs,
     )
 
@@ -184,6 +185,7 @@ def grpo_module(args):
         beta=0.04,
         num_iterations=2,
         loss_type="dapo",
+        logprob_micro_batch=args.micro_batch,
     )
     rewards = build_rewards([{"name": "answer", "weight": 1.0}, {"name": "format", "weight": 1.0}])
     reference = frozen_reference_copy(model)
@@ -252,6 +254,8 @@ def main() -> None:
     parser.add_argument("--global-batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--stages", default="sft,grpo")
+    parser.add_argument("--micro-batch", type=int, default=0, help="rl.logprob_micro_batch (0: all rows at once)")
+    parser.add_argument("--precision", default="32-true")
     parser.add_argument("--resume", action="store_true", help="also save a checkpoint + export, resume for one more step")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -125,3 +125,25 @@ def test_with_image_features_checks_one_image_per_row(tiny_qwen2_vl_dir):
         features = encode_images(policy, prompts["pixel_values"], prompts["image_grid_thw"])
     with pytest.raises(ValueError, match="one image per row"):
         with_image_features(repeat_inputs(prompts, 2), features, [0, 1])
+
+
+def test_chunked_logprob_passes_give_the_same_update_in_one_process(tiny_qwen2_vl_dir):
+    """``rl.logprob_micro_batch`` chunks (cutting through groups) with gradient accumulation over two
+    rollout batches: the same weights as all rows at once (one process: no backward sync to block)."""
+    import lightning as L
+
+    def train(micro_batch: int) -> dict:
+        policy, processor, _ = policy_and_batch(tiny_qwen2_vl_dir, "qwen2_vl")
+        cfg = RLConfig(num_generations=G, max_new_tokens=6, logprob_micro_batch=micro_batch, gradient_accumulation_steps=2, loss_type="bnpo")
+        cfg.optim.lr = 1e-2
+        module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), convention="norm1000")
+        module.score = lambda completions, meta: torch.arange(len(completions.texts), dtype=torch.float32).reshape(-1, 1).repeat(1, 3) % 2
+        loader = torch.utils.data.DataLoader(face_samples(4), batch_size=2, collate_fn=PromptCollator(processor, ModelSpace.of(processor, "qwen2_vl")))
+        torch.manual_seed(1)
+        L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(module, loader)
+        return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+    whole, chunked = train(0), train(4)
+    assert whole.keys() == chunked.keys()
+    for name, value in whole.items():  # Adam's first step moves every weight by ~lr = 1e-2
+        torch.testing.assert_close(chunked[name], value, atol=1e-4, rtol=0, msg=name)

@@ -247,7 +247,7 @@ class RLConfig:
     scale_rewards: str = "group"  # group | batch | none
     num_iterations: int = 1  # μ: optimizer steps per rollout batch
     gradient_accumulation_steps: int = 1  # rollout batches per optimizer step (only with num_iterations = 1)
-    logprob_micro_batch: int = 0  # rows per log-prob forward/backward (0 = all B·G rows at once)
+    logprob_micro_batch: int = 8  # rows per log-prob forward/backward (0 = all B·G rows at once); bounds memory
     kl_clamp: float = 20.0  # |ref − logp| clamp before exp in the k3 KL
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run stops
     share_image_features: bool = True  # encode each image once per group (False: the plain path, G encodings)

@@ -229,8 +229,11 @@ class GRPOModule(L.LightningModule):
         stats_sum: dict[str, float] = {}
         all_logps = []
         last_micro_step = self._accumulated + 1 >= self.cfg.gradient_accumulation_steps
-        sync_context = nullcontext if last_micro_step else self.trainer.strategy.block_backward_sync
-        for rows in self._chunks(n):
+        chunks = self._chunks(n)
+        for index, rows in enumerate(chunks):
+            # DDP all-reduces once per optimizer step: only the last chunk's backward of the last micro step syncs
+            synced = last_micro_step and index == len(chunks) - 1
+            sync_context = nullcontext if synced else getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
             logps, entropies = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)
             all_logps.append(logps.detach())
             loss, stats = grpo_loss(
