@@ -16,11 +16,12 @@ it times one training epoch of ``FERDataModule.train_dataloader()`` for each ser
 Every mode goes through the same ``FERDataModule.train_dataloader()`` (shuffle, seeding, workers, default
 augmentation); only the dataset (and, for (d), the collate function) is swapped. The AU cache is built
 once before timing (its build time is printed). Per epoch it records how long the consumer waits for each
-batch: samples/s is the steady-state rate (batches after the first; the first batch also pays worker
-start-up and lazy model loading, shown separately), latency is the median and 90th percentile wait per
-batch. Of ``--repeats`` epochs, run in rounds over all configurations so that a change of machine load
-hits them alike, the fastest is kept. The table gives the ratio of each rate to (a) at the same worker
-count; the last line is the whole result as JSON (with the machine and its load average).
+batch: samples/s is the steady-state rate (:func:`steady_rate`, a line fitted to the arrival times of the
+batches after the first; the first batch also pays worker start-up and lazy model loading, shown
+separately), latency is the median and 90th percentile wait per batch after the first. Of ``--repeats``
+epochs, run in rounds over all configurations so that a change of machine load hits them alike, the
+fastest is kept. The table gives the ratio of each rate to (a) at the same worker count; the last line is
+the whole result as JSON (with the machine and its load average).
 
 With ``--workers 0`` everything runs in the main process at its torch thread count (``--torch-threads``;
 DataLoader workers always use one thread): the processor's many small tensor operations slow down badly
@@ -40,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
@@ -106,6 +108,24 @@ def detect_per_sample(dataset: FERDataset, detector: DetectorSpec) -> FERDataset
 
 
 # ---------------------------------------------------------------------------------- timing
+def steady_rate(waits: list[float], sizes: list[int]) -> float:
+    """Samples/s once the loader runs: ``1 / s`` for the least-squares line ``t_i = a + s * c_i`` through the
+    batches after the first, where ``t_i`` is when batch ``i`` arrived (the cumulative sum of ``waits``) and
+    ``c_i`` the samples delivered up to it (cumulative ``sizes``); ``waits`` and ``sizes`` are ``[n]``.
+
+    The first batch pays start-up and is left out. A fitted line, unlike (samples after the first batch) /
+    (their total wait), is hardly moved by batches that workers finished while the first one was awaited
+    (they arrive at once, then the regular rhythm follows). With fewer than three batches, or a slope that
+    is not positive: the whole epoch's samples / its wall time.
+    """
+    arrivals, delivered = np.cumsum(waits), np.cumsum(sizes)
+    if len(waits) >= 3:
+        slope = np.polyfit(delivered[1:], arrivals[1:], 1)[0]
+        if slope > 0:
+            return float(1.0 / slope)
+    return float(delivered[-1] / arrivals[-1])
+
+
 @dataclass
 class EpochTiming:
     """One epoch as the consumer sees it: the wait (seconds) before each batch and each batch's size."""
@@ -119,14 +139,11 @@ class EpochTiming:
 
     @property
     def steady_rate(self) -> float:
-        """Samples/s over the batches after the first (the whole epoch when there is one batch)."""
-        waits, sizes = (self.waits[1:], self.sizes[1:]) if len(self.waits) > 1 else (self.waits, self.sizes)
-        return sum(sizes) / sum(waits)
+        return steady_rate(self.waits, self.sizes)
 
     def latency_ms(self, q: float) -> float:
-        """The ``q`` quantile (0..1) of the steady-state wait per batch, in milliseconds."""
-        waits = sorted(self.waits[1:] or self.waits)
-        return 1000 * waits[min(len(waits) - 1, round(q * (len(waits) - 1)))]
+        """The ``q`` quantile (0..1) of the wait per batch after the first, in milliseconds."""
+        return 1000 * float(np.quantile(self.waits[1:] or self.waits, q))
 
 
 def batch_size_of(batch) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import linregress
 
 from tagfer.au.detectors import DetectorSpec
 
@@ -60,3 +61,16 @@ def test_tiny_run_reports_every_mode_and_worker_count(bench, tmp_path, capsys):
         assert row["ratio"] == pytest.approx(row["samples_per_s"] / reference, rel=1e-2)
     assert result["machine"]["cores_usable"] >= 1
     assert any(line.startswith("(d) (a) + processor collate") for line in lines)
+
+
+def test_steady_rate_is_the_least_squares_slope_after_the_first_batch(bench):
+    rng = np.random.default_rng(0)
+    sizes = [16] * 20 + [5]
+    # 100 samples/s with jitter, a slow first batch (start-up) and a second that was ready at once
+    waits = [2.0, 0.001] + list(0.16 + rng.normal(0, 0.01, size=18)) + [0.05]
+    arrivals, delivered = np.cumsum(waits), np.cumsum(sizes)
+    reference = linregress(delivered[1:], arrivals[1:])
+    assert bench.steady_rate(waits, sizes) == pytest.approx(1 / reference.slope, rel=1e-9)
+    assert bench.steady_rate(waits, sizes) == pytest.approx(100, rel=0.05)
+    # two batches: the whole epoch
+    assert bench.steady_rate([0.5, 0.5], [10, 10]) == pytest.approx(20)
