@@ -183,6 +183,9 @@ class TinyModelConfig:
     vision_hidden_size: int = 64
     vocab_size: int = 1024
     seed: int = 0
+    # Pretrain the vision tower on AU maps of synthetic faces (0 steps: keep it random); see models/tiny_vision.py
+    vision_pretrain_samples: int = 0
+    vision_pretrain_steps: int = 0
 
 
 @dataclass
@@ -220,6 +223,7 @@ class SFTConfig:
     val_generate_samples: int = 16  # validation generates on this many samples
     max_new_tokens: int = 256
     log_images: int = 4  # images with boxes sent to TensorBoard per validation
+    max_consecutive_skips: int = 10  # non-finite loss/gradient steps in a row before the run stops
 
 
 @dataclass
@@ -247,7 +251,7 @@ class RLConfig:
     scale_rewards: str = "group"  # group | batch | none
     num_iterations: int = 1  # μ: optimizer steps per rollout batch
     gradient_accumulation_steps: int = 1  # rollout batches per optimizer step (only with num_iterations = 1)
-    logprob_micro_batch: int = 8  # rows per log-prob forward/backward (0 = all B·G rows at once); bounds memory
+    logprob_micro_batch: int = 0  # rows per log-prob forward/backward (0 = all B·G rows at once)
     kl_clamp: float = 20.0  # |ref − logp| clamp before exp in the k3 KL
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run stops
     share_image_features: bool = True  # encode each image once per group (False: the plain path, G encodings)

@@ -5,6 +5,8 @@
 (SFT, GRPO, evaluation, predict) runs end to end on a CPU in seconds. Shapes come from
 :class:`tagfer.config.TinyModelConfig` (defaults: hidden 64, 2 layers, 4 heads / 2 KV heads, vision depth 2,
 about 0.4M parameters); a 112×112 image gives 8×8 patches of 14 px, merged 2×2 into 16 image tokens.
+With ``tiny.vision_pretrain_steps > 0`` the vision tower is first pretrained on AU maps of synthetic faces
+(:mod:`tagfer.models.tiny_vision`), standing in for the pretrained encoder of a real checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from transformers import (
 
 from tagfer.models.staging import staged_directory
 from tagfer.models.tiny_tokenizer import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, build_tokenizer
+from tagfer.models.tiny_vision import pretrain_vision
 
 TINY_FAMILIES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")
 #: Written next to the weights: the tiny shape that built the directory.
@@ -170,10 +173,17 @@ def build_tiny_model(cfg_model: Any, out_dir: str | os.PathLike | None = None, *
         pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
     )
     processor = tiny_processor(tiny.family, tokenizer, cfg_model.min_pixels, cfg_model.max_pixels)
+    meta = {"tiny": _plain(tiny), "parameters": sum(p.numel() for p in model.parameters())}
+    if tiny.vision_pretrain_steps > 0:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tiny.seed)
+            report = pretrain_vision(
+                model, processor, samples=tiny.vision_pretrain_samples, steps=tiny.vision_pretrain_steps, seed=tiny.seed
+            )
+        meta["vision_pretraining"] = report.to_json()
 
     with staged_directory(out_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        meta = {"tiny": _plain(tiny), "parameters": sum(p.numel() for p in model.parameters())}
         (tmp / TINY_META_FILE).write_text(json.dumps(meta, indent=2))
     return out_dir
