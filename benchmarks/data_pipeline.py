@@ -310,7 +310,7 @@ def run(args, work: Path) -> dict:
         "cache_detector": args.cache_detector,
         "cache_build_s": round(build_seconds, 3),
         "machine": info,
-        "results": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(row).items()} for row in rows],
+        "results": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(row).items()} for row in rows],
     }
 
 
