@@ -164,3 +164,11 @@ def test_ensure_au_cache_builds_once_and_checks(synthetic_root, tmp_path):
         ensure_au_cache(spec_for(synthetic_root), AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au_cache"), box_mode="au"))
     explicit = ensure_au_cache(spec_for(synthetic_root, au_cache=str(tmp_path / "mine")), au_cfg, progress=False)
     assert explicit.directory == tmp_path / "mine"
+
+
+def test_a_smaller_synthetic_spec_shares_the_cache_of_the_larger_split(synthetic_root, tmp_path):
+    au_cfg = AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au_cache"))
+    full = ensure_au_cache(spec_for(synthetic_root), au_cfg, progress=False)
+    smaller = DatasetSpec(name="synthetic", root=str(synthetic_root), split="train", num_samples=N // 2)
+    again = ensure_au_cache(smaller, au_cfg, progress=False)
+    assert again.directory == full.directory and len(again) == N

@@ -320,12 +320,18 @@ def detector_spec(au_cfg) -> DetectorSpec:
 
 
 def read_full_split(spec, strict: bool) -> tuple[list, dict]:
-    """``(records, reader skips)`` of the whole split ``spec`` names (its ``limit`` and ``classes`` ignored)."""
-    from tagfer.data.readers import read_dataset
+    """``(records, reader skips)`` of the whole split ``spec`` names (its ``limit`` and ``classes`` ignored).
+
+    For the synthetic reader that is every face of the split on disk, which may be more than the spec's
+    ``num_samples`` (a smaller spec reads a prefix of a larger split and shares its cache).
+    """
+    from tagfer.data.readers import read_dataset, read_split
 
     values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(DatasetSpec)}
     full = DatasetSpec(**{**values, "limit": None, "classes": None})
-    result = read_dataset(full, strict=strict)
+    result = read_dataset(full, strict=strict)  # generates a missing synthetic split
+    if spec.name == "synthetic":
+        result = read_split("synthetic", spec.root, spec.split, strict=strict, num_samples=None)
     return list(result.records), dict(result.skipped)
 
 
