@@ -48,6 +48,13 @@ def peak_rss_mb() -> float:
 #: language model per image token, as in Qwen2-VL-2B (675M-parameter ViT on 4 patches per token).
 PRESETS = {
     "tiny": {"image_size": 112, "tiny": {}},
+    # Qwen2-VL-2B's shape (vocabulary and vision heads aside: the project tokenizer has 1024 tokens and the
+    # tiny builder shares the head count), for a GPU: --device cuda --preset 2b
+    "2b": {
+        "image_size": 448,
+        "tiny": {"hidden_size": 1536, "num_layers": 28, "num_heads": 16, "num_kv_heads": 2, "intermediate_size": 8960,
+                 "vision_depth": 32, "vision_hidden_size": 1280},
+    },
     "small": {
         "image_size": 224,
         "tiny": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 1024,
@@ -64,6 +71,7 @@ def model_cfg(args):
         tiny=TinyModelConfig(family="qwen2_vl", **PRESETS[args.preset]["tiny"]),
         lora=LoRAConfig(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0),
         max_pixels=image_size(args) ** 2,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
 
 
@@ -132,7 +140,8 @@ def run_ours(args) -> dict:
             )
 
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
+        accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, max_steps=args.warmup + args.steps,
+        precision="bf16-mixed" if args.device == "cuda" else "32-true",  # = TRL's bf16=True (autocast) logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Record()],
     )
     trainer.fit(module, loader)
@@ -186,8 +195,9 @@ def run_trl(args) -> dict:
         logging_steps=1,
         report_to="none",
         save_strategy="no",
-        use_cpu=True,
-        bf16=False,
+        gradient_checkpointing=args.gradient_checkpointing,
+        use_cpu=args.device == "cpu",
+        bf16=args.device == "cuda",  # the model loads in bfloat16 on a GPU (model.dtype auto), as on our side
         dataloader_num_workers=0,
         shuffle_dataset=False,
         seed=0,
@@ -271,6 +281,8 @@ class StepTimer:
             self.generation.append(generation_s)
 
     def result(self, args, *, version: str) -> dict:
+        import torch
+
         elapsed = time.perf_counter() - self.timed_from
         steps = len(self.generation)
         tokens = [t for t in self.tokens if t is not None]
@@ -283,6 +295,7 @@ class StepTimer:
             "generation_fraction": sum(self.generation) / elapsed,
             "peak_rss_mb": peak_rss_mb(),
             "rss_rise_mb": peak_rss_mb() - self.rss_start,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else float("nan"),
         }
 
 
@@ -298,10 +311,11 @@ def side_main(args) -> None:
 def run_side(side: str, args, out_dir: Path) -> dict:
     result = out_dir / f"{side}.json"
     command = [sys.executable, __file__, "--side", side, "--result", str(result)]
-    for key in ("steps", "warmup", "batch", "group", "max_new_tokens", "temperature", "beta", "lr", "lora_r", "preset", "image_size", "micro_batch", "threads", "model_dir"):
+    for key in ("steps", "warmup", "batch", "group", "max_new_tokens", "temperature", "beta", "lr", "lora_r", "preset", "image_size", "micro_batch", "threads", "device", "model_dir"):
         if getattr(args, key) is not None:
             command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     command.append("--share-images" if args.share_images else "--no-share-images")
+    command.append("--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -317,9 +331,12 @@ def table(ours: dict, theirs: dict) -> str:
         ("generation share of step", "generation_fraction", "{:.0%}"),
         ("peak RSS (MiB)", "peak_rss_mb", "{:.0f}"),
         ("RSS rise in training (MiB)", "rss_rise_mb", "{:.0f}"),
+        ("peak GPU memory allocated (MiB)", "peak_gpu_mb", "{:.0f}"),
     ]
     lines = [f"| metric | tagfer | TRL {theirs['version']} | ratio (ours/TRL) |", "|---|---:|---:|---:|"]
     for label, key, fmt in rows:
+        if ours[key] != ours[key]:  # NaN: not measured on this device
+            continue
         lines.append(f"| {label} | {fmt.format(ours[key])} | {fmt.format(theirs[key])} | {ours[key] / theirs[key]:.2f} |")
     return "\n".join(lines)
 
@@ -338,6 +355,9 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model shape (see PRESETS)")
     parser.add_argument("--image-size", type=int, default=0, help="face images of this size, max_pixels = size² (0: the preset's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each side")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
+                        help="activation checkpointing on both sides (TRL's default is on)")
     parser.add_argument("--model-dir", default=None, help="tiny Qwen2-VL directory (built in a temp dir when omitted)")
     parser.add_argument("--share-images", action=argparse.BooleanOptionalAction, default=True,
                         help="ours: encode each image once per group (rl.share_image_features)")
@@ -365,7 +385,7 @@ def main() -> None:
     print(table(ours, theirs))
     print(json.dumps({
         "completions_per_s_ratio": round(ours["completions_per_s"] / theirs["completions_per_s"], 3),
-        "peak_memory_ratio": round(ours["peak_rss_mb"] / theirs["peak_rss_mb"], 3),
+        "peak_memory_ratio": round(ours[memory_key(args)] / theirs[memory_key(args)], 3),
         "trl_version": theirs["version"],
         "generation_fraction": {"tagfer": round(ours["generation_fraction"], 3), "trl": round(theirs["generation_fraction"], 3)},
     }))
@@ -375,7 +395,8 @@ def main() -> None:
 LEVERS = (
     ("all levers (default)", lambda args: {}),
     ("images encoded G times (--no-share-images)", lambda args: {"share_images": False}),
-    ("log-prob passes on all B·G rows at once (--micro-batch 0)", lambda args: {"micro_batch": 0}),
+    ("log-prob passes in chunks of 8 rows (--micro-batch 8)", lambda args: {"micro_batch": 8}),
+    ("activation checkpointing off (--no-gradient-checkpointing)", lambda args: {"gradient_checkpointing": False}),
     ("beta=0: no reference pass", lambda args: {"beta": 0.0}),
     ("image side x2 (max_pixels x4)", lambda args: {"image_size": 2 * image_size(args)}),
 )
@@ -390,12 +411,17 @@ def lever_table(args, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def memory_key(args) -> str:
+    """Peak memory compared: GPU memory allocated on a GPU, the process's peak RSS on the CPU."""
+    return "peak_gpu_mb" if args.device == "cuda" else "peak_rss_mb"
+
+
 def describe(args) -> str:
     load = os.getloadavg()
     return (
         f"random Qwen2-VL ({args.preset}), B={args.batch} prompts x G={args.group}, max_new_tokens={args.max_new_tokens}, T={args.temperature}, "
-        f"beta={args.beta}, LoRA r={args.lora_r}, {image_size(args)}px, {args.threads} thread(s), {args.steps} timed steps after {args.warmup}; "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+        f"beta={args.beta}, LoRA r={args.lora_r}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {image_size(args)}px, {args.threads} thread(s), {args.steps} timed steps after {args.warmup}; "
+        f"{args.device}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
     )
 
 

@@ -147,3 +147,15 @@ def test_chunked_logprob_passes_give_the_same_update_in_one_process(tiny_qwen2_v
     assert whole.keys() == chunked.keys()
     for name, value in whole.items():  # Adam's first step moves every weight by ~lr = 1e-2
         torch.testing.assert_close(chunked[name], value, atol=1e-4, rtol=0, msg=name)
+
+
+def test_rollout_falls_back_to_the_plain_path_without_mm_encoder_outputs(tiny_qwen2_vl_dir, monkeypatch):
+    """A transformers release whose models do not take precomputed vision features: pixels per row."""
+    import tagfer.training.rollout as rollout_module
+
+    policy, processor, batch = policy_and_batch(tiny_qwen2_vl_dir, "qwen2_vl")
+    policy.eval()
+    monkeypatch.setattr(rollout_module, "can_share_images", lambda model: False)
+    rollout = generate_rollout(policy, processor, batch["inputs"], G, max_new_tokens=4, do_sample=False)
+    assert not rollout.share_images and rollout.features is None
+    assert rollout.sequences["pixel_values"].shape[0] == G * batch["inputs"]["pixel_values"].shape[0]

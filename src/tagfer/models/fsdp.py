@@ -22,7 +22,10 @@ _GATHERED_FLAG = "_tagfer_unsharded"
 
 
 def fsdp_units(model: torch.nn.Module) -> list[FSDPModule]:
-    """Every FSDP2 unit inside ``model`` (outermost first), empty when it is not sharded."""
+    """Every FSDP2 unit inside ``model`` (outermost first); empty when ``model`` itself is not sharded
+    (:func:`tagfer.training.sharding.shard_model` always shards the root, so that is checked first)."""
+    if not isinstance(model, FSDPModule):
+        return []
     return [module for module in model.modules() if isinstance(module, FSDPModule)]
 
 

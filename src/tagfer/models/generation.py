@@ -92,7 +92,8 @@ def generate_completions(
     """Generate one completion per row of ``inputs`` (a left-padded prompt batch on the model's device).
 
     Sampling uses ``temperature``/``top_p``/``top_k`` (0 = off); greedy when ``do_sample`` is False.
-    Vision placeholder tokens are suppressed (:data:`VISION_SPECIAL_TOKENS`). ``inputs`` may carry
+    Vision placeholder tokens are suppressed (:data:`VISION_SPECIAL_TOKENS`); NaN/±inf logits are replaced
+    by finite values (``remove_invalid_values``) so sampling never fails on them. ``inputs`` may carry
     precomputed ``mm_encoder_outputs`` instead of ``pixel_values`` (:mod:`tagfer.models.image_features`).
     Under FSDP2 every rank must call it (the weights are all-gathered once, collectively).
     """
@@ -100,9 +101,10 @@ def generate_completions(
         "max_new_tokens": int(max_new_tokens),
         "do_sample": bool(do_sample),
         "suppress_tokens": suppressed_token_ids(processor),
+        "remove_invalid_values": True,  # NaN/inf logits must not crash sampling: GRPO skips such a step at the loss
     }
     if do_sample:
-        options.update(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k) or None)
+        options.update(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))  # top_k 0: off (not the model's default 50)
     pad_id = processor.tokenizer.pad_token_id
     with unsharded(model):
         sequences = model.generate(**inputs, **options, pad_token_id=pad_id)

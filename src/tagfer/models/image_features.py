@@ -7,11 +7,13 @@ usual) and ``pixel_values`` is left out. So a batch whose rows repeat images nee
 images encoded: the logits are exactly those of the plain path with repeated ``pixel_values``.
 
 Features are ``get_image_features``'s output: ``pooler_output`` is one tensor ``[tokens_i, hidden]`` per
-image (after the merger), plus ``deepstack_features`` (per layer, per image) for Qwen3-VL.
+image (after the merger), plus ``deepstack_features`` (per layer, per image) for Qwen3-VL. Releases of
+transformers without ``mm_encoder_outputs`` (before 5.2x) take the plain path (:func:`can_share_images`).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +28,11 @@ VISION_KEYS = ("pixel_values",)
 def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model under a peft wrapper (``model`` itself otherwise)."""
     return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def can_share_images(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s forward takes precomputed vision features (``mm_encoder_outputs``)."""
+    return "mm_encoder_outputs" in inspect.signature(causal_lm(model).forward).parameters
 
 
 def encode_images(model: torch.nn.Module, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> Any:

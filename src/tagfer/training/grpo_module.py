@@ -283,17 +283,16 @@ class GRPOModule(L.LightningModule):
     def _gradients_finite(self) -> bool:
         """Every gradient finite on every rank (FSDP2 ranks hold different shards, so they agree by a
         MIN all-reduce: all ranks skip or step together)."""
-        local = all(torch.isfinite(_local(p.grad)).all() for p in self.model.parameters() if p.grad is not None)
-        if self.trainer.world_size == 1 or not dist.is_initialized():
-            return bool(local)
-        flag = torch.tensor(1.0 if local else 0.0, device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+        grads = [_local(p.grad) for p in self.model.parameters() if p.grad is not None]
+        flag = torch.stack([torch.isfinite(g).all() for g in grads]).all().float() if grads else torch.ones((), device=self.device)
+        if self.trainer.world_size > 1 and dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())  # one device sync per optimizer step
 
     def _skip(self, reason: str) -> None:
         self.skipped_steps += 1
         self.consecutive_skips += 1
-        self.log("skipped_steps", float(self.skipped_steps), prog_bar=True)
+        self.log("skipped_steps", float(self.skipped_steps))  # same arguments as _log_step: Lightning refuses a mix
         self.print(f"GRPO step {self.global_step} skipped: {reason} ({self.consecutive_skips} in a row)")
         if self.consecutive_skips >= self.cfg.max_consecutive_skips:
             raise NonFiniteStepError(

@@ -9,8 +9,9 @@ The :class:`Rollout` then serves the log-prob passes (old policy, reference, pol
 chunk. When the vision tower (merger included) is frozen, the rollout's features serve every pass and
 no pass runs the vision tower again; otherwise each pass encodes the distinct images of its chunk with
 its own weights (a trainable projector needs the gradient; LoRA's reference uses the original merger).
-With ``share_images=False`` every row carries its own copy of the pixels (the plain transformers path,
-kept to measure the saving and as a fallback).
+With ``share_images=False`` — or a transformers release whose models do not take ``mm_encoder_outputs``
+— every row carries its own copy of the pixels (the plain transformers path, kept to measure the saving
+and as the fallback).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from tagfer.models.fsdp import unsharded
 from tagfer.models.generation import Completions, generate_completions
-from tagfer.models.image_features import encode_images, vision_is_frozen, with_image_features
+from tagfer.models.image_features import can_share_images, encode_images, vision_is_frozen, with_image_features
 from tagfer.models.inputs import append_completions, repeat_inputs, select_rows
 
 
@@ -86,6 +87,7 @@ def generate_rollout(
     """Sample ``group_size`` completions per prompt of ``prompts`` (a collated left-padded batch, one
     image per prompt) with ``model`` as it is (the caller sets eval mode)."""
     sampling = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k)
+    share_images = share_images and can_share_images(model)
     with unsharded(model):
         if share_images:
             tokens = repeat_inputs({k: v for k, v in prompts.items() if k != "pixel_values"}, group_size)
