@@ -20,8 +20,10 @@ batch: samples/s is the steady-state rate (:func:`steady_rate`, a line fitted to
 batches after the first; the first batch also pays worker start-up and lazy model loading, shown
 separately), latency is the median and 90th percentile wait per batch after the first. Of ``--repeats``
 epochs, run in rounds over all configurations so that a change of machine load hits them alike, the
-fastest is kept. The table gives the ratio of each rate to (a) at the same worker count; the last line is
-the whole result as JSON (with the machine and its load average).
+fastest is kept. CPU ms/sample is the CPU time of the epoch (this process and its workers, their start-up
+included) per sample, the least of the repeats: the work a mode costs, which a busy machine changes far
+less than samples/s. The table gives both against (a) at the same worker count; the last line is the
+whole result as JSON (with the machine and its load average).
 
 With ``--workers 0`` everything runs in the main process at its torch thread count (``--torch-threads``;
 DataLoader workers always use one thread): the processor's many small tensor operations slow down badly
@@ -128,10 +130,12 @@ def steady_rate(waits: list[float], sizes: list[int]) -> float:
 
 @dataclass
 class EpochTiming:
-    """One epoch as the consumer sees it: the wait (seconds) before each batch and each batch's size."""
+    """One epoch as the consumer sees it: the wait (seconds) before each batch and each batch's size; and
+    the CPU seconds it cost (this process and its DataLoader workers)."""
 
     waits: list[float]
     sizes: list[int]
+    cpu_s: float
 
     @property
     def samples(self) -> int:
@@ -140,6 +144,10 @@ class EpochTiming:
     @property
     def steady_rate(self) -> float:
         return steady_rate(self.waits, self.sizes)
+
+    @property
+    def cpu_ms_per_sample(self) -> float:
+        return 1000 * self.cpu_s / self.samples
 
     def latency_ms(self, q: float) -> float:
         """The ``q`` quantile (0..1) of the wait per batch after the first, in milliseconds."""
@@ -151,15 +159,24 @@ def batch_size_of(batch) -> int:
     return len(batch["meta"]["id"]) if isinstance(batch, dict) else len(batch)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished (joined) child processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def time_epoch(loader) -> EpochTiming:
+    """Iterate ``loader`` once. Non-persistent workers are joined when the epoch ends, so their CPU time
+    (start-up and lazy model loading included) is in ``cpu_s``."""
     waits, sizes = [], []
+    cpu_start = cpu_seconds()
     last = time.perf_counter()
     for batch in loader:
         now = time.perf_counter()
         waits.append(now - last)
         sizes.append(batch_size_of(batch))
         last = now
-    return EpochTiming(waits, sizes)
+    return EpochTiming(waits, sizes, cpu_seconds() - cpu_start)
 
 
 @dataclass
@@ -171,7 +188,9 @@ class Row:
     first_batch_s: float
     batch_ms_p50: float
     batch_ms_p90: float
+    cpu_ms_per_sample: float
     ratio: float = float("nan")  # samples_per_s / that of (a) at the same worker count
+    cpu_ratio: float = float("nan")  # cpu_ms_per_sample / that of (a) at the same worker count
 
 
 def serve(datamodule: FERDataModule, dataset: Dataset, collate, workers: int):
@@ -183,8 +202,8 @@ def serve(datamodule: FERDataModule, dataset: Dataset, collate, workers: int):
 
 
 def measure(datamodule: FERDataModule, modes: dict[str, tuple[Dataset, object]], workers: list[int], repeats: int) -> list[Row]:
-    """Per mode and worker count, the fastest of ``repeats`` epochs. The rounds interleave every
-    configuration, so a change of machine load during the run hits them all alike."""
+    """Per mode and worker count, the fastest of ``repeats`` epochs and the least CPU per sample of them. The
+    rounds interleave every configuration, so a change of machine load during the run hits them all alike."""
     epochs: dict[tuple[str, int], list[EpochTiming]] = {(mode, w): [] for w in workers for mode in modes}
     for _ in range(repeats):
         for (mode, w), timings in epochs.items():
@@ -193,7 +212,8 @@ def measure(datamodule: FERDataModule, modes: dict[str, tuple[Dataset, object]],
     rows = []
     for (mode, w), timings in epochs.items():
         best = max(timings, key=lambda t: t.steady_rate)
-        rows.append(Row(mode, w, best.samples, best.steady_rate, best.waits[0], best.latency_ms(0.5), best.latency_ms(0.9)))
+        cpu = min(t.cpu_ms_per_sample for t in timings)
+        rows.append(Row(mode, w, best.samples, best.steady_rate, best.waits[0], best.latency_ms(0.5), best.latency_ms(0.9), cpu))
     return rows
 
 
@@ -294,9 +314,10 @@ def run(args, work: Path) -> dict:
         modes[PROCESSOR] = (cached, prompt_collator(args.processor, args.max_pixels))
     print(f"{len(cached)} samples per epoch, batch {args.batch_size}, augmentation {'off' if args.no_augment else 'on'}, best of {args.repeats} epochs")
     rows = measure(datamodule, modes, args.workers, args.repeats)
-    reference = {row.workers: row.samples_per_s for row in rows if row.mode == CACHE}
+    reference = {row.workers: row for row in rows if row.mode == CACHE}
     for row in rows:
-        row.ratio = row.samples_per_s / reference[row.workers]
+        row.ratio = row.samples_per_s / reference[row.workers].samples_per_s
+        row.cpu_ratio = row.cpu_ms_per_sample / reference[row.workers].cpu_ms_per_sample
     print_table(rows)
     info = machine()
     info["load_avg_before"] = [round(v, 2) for v in load_before]
@@ -315,13 +336,16 @@ def run(args, work: Path) -> dict:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = f"{'mode':<44} {'workers':>7} {'samples/s':>10} {'vs (a)':>7} {'1st batch s':>11} {'batch ms p50':>12} {'p90':>7}"
+    header = (
+        f"{'mode':<44} {'workers':>7} {'samples/s':>10} {'vs (a)':>7} {'CPU ms/sample':>13} {'vs (a)':>7} "
+        f"{'1st batch s':>11} {'batch ms p50':>12} {'p90':>7}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
             f"{describe(row.mode):<44} {row.workers:>7} {row.samples_per_s:>10.1f} {row.ratio:>7.2f} "
-            f"{row.first_batch_s:>11.2f} {row.batch_ms_p50:>12.1f} {row.batch_ms_p90:>7.1f}"
+            f"{row.cpu_ms_per_sample:>13.2f} {row.cpu_ratio:>7.2f} {row.first_batch_s:>11.2f} {row.batch_ms_p50:>12.1f} {row.batch_ms_p90:>7.1f}"
         )
 
 

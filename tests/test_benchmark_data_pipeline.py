@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import linregress
+
+from torch.utils.data import DataLoader, Dataset
 
 from tagfer.au.detectors import DetectorSpec
 
@@ -57,6 +60,7 @@ def test_tiny_run_reports_every_mode_and_worker_count(bench, tmp_path, capsys):
     for (mode, workers), row in rows.items():
         assert row["samples"] == result["samples"] == 12
         assert row["samples_per_s"] > 0 and 0 <= row["batch_ms_p50"] <= row["batch_ms_p90"]
+        assert row["cpu_ms_per_sample"] > 0
         reference = rows[("cache", workers)]["samples_per_s"]
         assert row["ratio"] == pytest.approx(row["samples_per_s"] / reference, rel=1e-3, abs=1e-3)  # JSON rounds to 4 decimals
     assert result["machine"]["cores_usable"] >= 1
@@ -74,3 +78,22 @@ def test_steady_rate_is_the_least_squares_slope_after_the_first_batch(bench):
     assert bench.steady_rate(waits, sizes) == pytest.approx(100, rel=0.05)
     # two batches: the whole epoch
     assert bench.steady_rate([0.5, 0.5], [10, 10]) == pytest.approx(20)
+
+
+class _Busy(Dataset):
+    """Each item spins 25 ms of CPU time in whichever process serves it."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> int:
+        end = time.process_time() + 0.025
+        while time.process_time() < end:
+            pass
+        return index
+
+
+def test_epoch_cpu_time_includes_the_workers(bench):
+    timing = bench.time_epoch(DataLoader(_Busy(), batch_size=2, num_workers=2, collate_fn=list))
+    assert timing.sizes == [2, 2, 2, 2]
+    assert timing.cpu_s >= 8 * 0.025 * 0.9  # the spinning happened in the two workers, not here
