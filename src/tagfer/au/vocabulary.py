@@ -96,7 +96,7 @@ WIDE_CODEBOOK: dict[str, tuple[str, ...]] = {
     "contempt": ("AU12", "AU14"),
 }
 
-_AU_PATTERN = re.compile(r"^\s*au[_\s-]?0*(\d{1,2})(?:_[rc]|_intensity)?\s*$", re.IGNORECASE)
+_AU_PATTERN = re.compile(r"^\s*au[_\s-]?0*(\d{1,2})(?:_[rc]|_intensity)?\s*$", re.IGNORECASE | re.ASCII)  # "AU٤" is no AU
 
 
 def canonical_au(text: str) -> str | None:

@@ -39,13 +39,13 @@ MAX_TRACE_CHARS = 20_000
 #: Box coordinates above this are rejected (no image is that large, in any convention).
 MAX_COORDINATE = 100_000.0
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 _STEP = re.compile(
     r"^Inspect (?P<region>[^()\n]{1,60}?) \((?P<aus>[^()\n]{0,200})\) *(?:→|->) *(?P<obs>[^\n]*?) *(?:→|->) *"
     r"<bbox>(?P<box>[^<\n]{0,200})</bbox>$"
 )
 _BOX = re.compile(r"^\s*\[\s*([^\[\]]*)\]\s*$")
-_NUMBER = re.compile(r"^[+-]?(?:\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})$")
+_NUMBER = re.compile(r"^[+-]?(?:\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})$", re.ASCII)  # ASCII digits only
 _CONCLUSION = re.compile(
     r"^Final conclusion: (?:Combined (?P<aus>[A-Za-z0-9 +]{1,300}?)|No active AUs) indicates? "
     r"a dominant emotion of (?P<label>[A-Za-z]{1,30})\.?$"
@@ -151,7 +151,7 @@ def _parse_into(parsed: ParsedTrace, text: object, require_think: bool | None) -
         errors.append(f"completion longer than {MAX_TRACE_CHARS} characters")
         return
     body = text.strip()
-    answers = _ANSWER.findall(body)
+    answers = answer_spans(body)
     if len(answers) != 1:
         errors.append("no <answer>…</answer>" if not answers else f"{len(answers)} <answer> tags, expected 1")
     if answers:
@@ -159,9 +159,9 @@ def _parse_into(parsed: ParsedTrace, text: object, require_think: bool | None) -
         parsed.answer = normalize_label(parsed.raw_answer) if len(answers) == 1 else None
         if parsed.answer is None and len(answers) == 1:
             errors.append(f"answer {parsed.raw_answer[:40]!r} is not exactly one of {list(CLASS_NAMES)}")
-    answer_at = body.rfind("<answer>")
+    answer_at = body.rfind(ANSWER_OPEN)
     reasoning = body[:answer_at] if answer_at >= 0 else body
-    tail = body[body.rfind("</answer>") + len("</answer>") :] if answers else ""
+    tail = body[body.rfind(ANSWER_CLOSE) + len(ANSWER_CLOSE) :] if answers else ""
     if tail.strip():
         errors.append("text after </answer>")
 
@@ -182,6 +182,23 @@ def _parse_into(parsed: ParsedTrace, text: object, require_think: bool | None) -
     _parse_reasoning(parsed, reasoning.split("\n"))
     if parsed.answer is not None and parsed.conclusion_label is not None and parsed.conclusion_label != parsed.answer:
         errors.append(f"conclusion says {parsed.conclusion_label}, answer says {parsed.answer}")
+
+
+def answer_spans(text: str) -> list[str]:
+    """The contents of the ``<answer>…</answer>`` pairs of ``text``, left to right, non-overlapping.
+
+    The same pairs as ``re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)`` in linear time: the
+    regular expression rescans the rest of the text from every unclosed ``<answer>``, which makes a
+    degenerate completion repeating ``<answer>`` cost quadratic time (0.6 s for 20,000 characters).
+    """
+    spans, position = [], 0
+    while (start := text.find(ANSWER_OPEN, position)) >= 0:
+        end = text.find(ANSWER_CLOSE, start + len(ANSWER_OPEN))
+        if end < 0:
+            break
+        spans.append(text[start + len(ANSWER_OPEN) : end])
+        position = end + len(ANSWER_CLOSE)
+    return spans
 
 
 def _parse_reasoning(parsed: ParsedTrace, lines: list[str]) -> None:
