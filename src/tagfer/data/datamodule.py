@@ -15,11 +15,20 @@ Coordinates are pixels of the (augmented) image. Training images are augmented w
 boxes, landmarks and the boxes written inside a trace follow every geometric transform
 (:mod:`tagfer.data.transforms`). The collate function (model-specific: it owns the processor, so the
 pixel preprocessing and tokenisation run in the DataLoader workers) is passed in by the training stage.
+
+Determinism and resumption: the training order of epoch ``e`` and every sample's augmentation are
+functions of ``(seed, e)`` alone (:class:`tagfer.data.sampling.EpochSampler`), never of the global RNG,
+the DataLoader worker or the run's history. The module's ``state_dict`` (saved in every Lightning
+checkpoint) records the epoch and the batches already trained in it; a resumed run starts the loader
+there, so it trains on exactly the batches an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +36,7 @@ from dataclasses import dataclass
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from tagfer.au.cache import ensure_au_cache
 from tagfer.au.evidence import AUEvidence
@@ -35,8 +44,9 @@ from tagfer.classes import CLASS_NAMES
 from tagfer.data.images import CorruptImageError, load_image
 from tagfer.data.readers import read_dataset
 from tagfer.data.records import FaceRecord
+from tagfer.data.sampling import EpochSampler, SampleKey
 from tagfer.data.trace_boxes import TraceBoxMapper
-from tagfer.data.transforms import apply_augmentation, build_augmentation
+from tagfer.data.transforms import apply_augmentation, build_augmentation, reseed
 from tagfer.reasoning.build import read_traces
 
 log = logging.getLogger(__name__)
@@ -69,8 +79,11 @@ class FERDataset(Dataset):
         return [item.record.label for item in self.items]
 
     def __getitem__(self, index: int) -> Sample:
+        """Sample ``index``; a :class:`SampleKey` index also reseeds the augmentation with its seed."""
         item = self.items[index]
         record, evidence = item.record, item.evidence
+        if self.augment is not None and isinstance(index, SampleKey):
+            reseed(self.augment, index.seed)
         image = load_image(record)
         boxes = dict(evidence.au_box)
         if evidence.face_box is not None:
@@ -101,6 +114,17 @@ class FERDataset(Dataset):
             "au_box": au_box,
             "trace": trace,
         }
+
+
+class KeyedConcatDataset(ConcatDataset):
+    """``ConcatDataset`` that hands each part a :class:`SampleKey` (the augmentation seed survives)."""
+
+    def __getitem__(self, index: int) -> Sample:
+        if not isinstance(index, SampleKey):
+            return super().__getitem__(index)
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        offset = self.cumulative_sizes[part - 1] if part else 0
+        return self.datasets[part][SampleKey(index - offset, index.seed)]
 
 
 def class_balanced_weights(labels: list[int]) -> torch.Tensor:
@@ -147,6 +171,7 @@ class FERDataModule(L.LightningDataModule):
         self.seed = seed
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, Counter] = {}
+        self._resume: dict | None = None  # position restored from a checkpoint (load_state_dict)
 
     def prepare_data(self) -> None:
         """Build missing AU caches (and synthetic images) once per node, before ``setup`` on every rank."""
@@ -178,7 +203,7 @@ class FERDataModule(L.LightningDataModule):
             raise ValueError(f"data.{split}: no usable samples (skipped: {dict(skipped)}); check the dataset roots and splits")
         if skipped:
             log.info("data.%s: %d samples, skipped %s", split, total, dict(skipped))
-        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        return parts[0] if len(parts) == 1 else KeyedConcatDataset(parts)
 
     def _items(self, spec, *, training: bool) -> tuple[list[FaceItem], Counter]:
         result = read_dataset(spec, strict=self.data_cfg.strict)
@@ -189,6 +214,9 @@ class FERDataModule(L.LightningDataModule):
         for record in result.records:
             entry = cache.lookup(record.id)
             if entry is None:
+                if self.data_cfg.strict:
+                    reason = cache.skipped.get(record.id, f"{record.id} is not in the AU cache {cache.directory}")
+                    raise CorruptImageError(f"{reason} (data.strict=true: set it to false to skip and count such images)")
                 skipped["not in AU cache (corrupt image)"] += 1
                 continue
             if training and not cache.passed_quality(record.id):
@@ -207,24 +235,60 @@ class FERDataModule(L.LightningDataModule):
     def _loader(self, split: str, *, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         sampler = None
-        if split == "train" and self.data_cfg.balanced_sampling:
-            labels = [y for part in _parts(dataset) for y in part.labels]
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler = WeightedRandomSampler(class_balanced_weights(labels), num_samples=len(labels), replacement=True, generator=generator)
-            shuffle = False
+        if split == "train":
+            weights = None
+            if self.data_cfg.balanced_sampling:
+                weights = class_balanced_weights([y for part in _parts(dataset) for y in part.labels])
+            world, rank = self._world()
+            sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=shuffle, weights=weights, num_replicas=world, rank=rank)
+            if self._resume is not None:
+                epoch, batches = self._resume_position(math.ceil(sampler.num_samples / batch_size))
+                sampler.resume(epoch, batches * batch_size)
+                self._resume = None
         workers = self.data_cfg.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=False,
             sampler=sampler,
             num_workers=workers,
             pin_memory=self.data_cfg.pin_memory,
             persistent_workers=self.data_cfg.persistent_workers and workers > 0,
             collate_fn=self.train_collate if split == "train" else self.eval_collate,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds; never the global RNG
             worker_init_fn=seed_worker,
         )
+
+    def _world(self) -> tuple[int, int]:
+        """``(world size, global rank)`` of the attached trainer, ``(1, 0)`` without one."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _resume_position(self, batches_per_epoch: int) -> tuple[int, int]:
+        """``(epoch, batches already trained in it)`` to start the training loader at after a resume."""
+        epoch, done = int(self._resume["epoch"]), int(self._resume["batches_done"])
+        limit = self._resume.get("epoch_batches") or batches_per_epoch
+        return (epoch + 1, 0) if done >= limit else (epoch, done)
+
+    def state_dict(self) -> dict:
+        """Where the training loader stands (saved in every Lightning checkpoint): the epoch, the batches
+        trained in it so far and the epoch's length in batches."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        batches = trainer.num_training_batches
+        return {
+            "epoch": trainer.current_epoch,
+            "batches_done": progress.processed,
+            "epoch_batches": int(batches) if math.isfinite(batches) else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Remember the position of a checkpoint; the next ``train_dataloader()`` starts there."""
+        self._resume = dict(state) if state else None
+        if self._resume:  # Lightning cannot see that the loader resumes exactly (it only asks the DataLoader)
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", batch_size=self.train_batch_size, shuffle=True)

@@ -8,6 +8,7 @@ landmark 36 stays the outer corner of the subject's right eye. Photometric trans
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import albumentations as A
@@ -39,7 +40,7 @@ class Augmented:
 
 
 def build_augmentation(cfg, seed: int | None = None, *, geometric: bool = True) -> A.Compose:
-    """The training pipeline from :class:`tagfer.config.AugmentConfig`.
+    """The training pipeline from :class:`tagfer.config.AugmentConfig`, seeded with :func:`reseed`.
 
     ``geometric=False`` keeps only the photometric part (for samples whose coordinates cannot follow).
     """
@@ -56,13 +57,25 @@ def build_augmentation(cfg, seed: int | None = None, *, geometric: bool = True) 
             ),
         ]
     transforms.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=cfg.color_jitter))
-    return A.Compose(
+    pipeline = A.Compose(
         transforms,
         bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_keys"], clip=True, min_visibility=0.0),
         keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
         save_applied_params=True,
-        seed=seed,
     )
+    reseed(pipeline, seed)
+    return pipeline
+
+
+def reseed(pipeline: A.Compose, seed: int | None) -> None:
+    """Give ``pipeline`` and all its transforms ONE fresh random stream seeded with ``seed``.
+
+    ``A.Compose(seed=s)`` (``set_random_seed``) seeds every transform with the same ``s`` separately,
+    so their first draws coincide (flip, affine and colour jitter would fire together on a freshly
+    seeded sample); ``set_random_state`` shares one numpy and one python generator instead. Called per
+    sample with the seed its :class:`tagfer.data.sampling.SampleKey` carries.
+    """
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 def apply_augmentation(
