@@ -43,9 +43,12 @@ def read_meta(directory: Path) -> dict | None:
     path = Path(directory) / "meta.json"
     if not path.is_file():
         return None
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise CacheMismatchError(f"{path} is not a tagfer AU cache (format {meta.get('format')!r})")
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as err:
+        raise CacheMismatchError(f"{path} is not valid JSON ({err}); delete {directory} and build the cache again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CacheMismatchError(f"{path} is not a tagfer AU cache (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CacheMismatchError(
             f"{path}: AU cache format version {meta.get('format_version')} but this tagfer reads {FORMAT_VERSION}; "
@@ -121,7 +124,12 @@ class AUCache:
             split_index = json.loads((directory / split / "index.json").read_text())
             splits[split] = split_index
             for shard in split_index["shards"]:
-                rows = np.load(directory / split / shard["file"], mmap_mode="r", allow_pickle=False)
+                try:
+                    rows = np.load(directory / split / shard["file"], mmap_mode="r", allow_pickle=False)
+                except (OSError, ValueError) as err:
+                    raise CacheMismatchError(
+                        f"{directory / split / shard['file']} is damaged or missing ({err}); rebuild:\n  {rebuild_command(meta, [split], directory)}"
+                    ) from None
                 if len(rows) != len(shard["ids"]):
                     raise CacheMismatchError(
                         f"{directory / split / shard['file']}: {len(rows)} rows but the index lists {len(shard['ids'])} ids; "
@@ -281,7 +289,8 @@ def ensure_au_cache(spec, au_cfg, *, progress: bool = True) -> AUCache:
     The whole split is cached (``spec.limit`` and ``spec.classes`` are ignored here, so every subset
     of the split shares the cache). Raises :class:`CacheMismatchError` — with the rebuild command — when
     an existing cache was built from other data, by another detector or detector version, or with
-    another box mode. The cache directory is :func:`default_cache_dir`.
+    another box mode, or when a shard's checksum no longer matches (:meth:`AUCache.verify`). The cache
+    directory is :func:`default_cache_dir`.
     """
     from tagfer.au.build import build_split, dataset_source, detector_spec, read_full_split
 
@@ -302,7 +311,7 @@ def ensure_au_cache(spec, au_cfg, *, progress: bool = True) -> AUCache:
             workers=au_cfg.workers,
             progress=progress,
         )
-    return AUCache.open(
+    cache = AUCache.open(
         directory,
         expect_fingerprint=fingerprint,
         expect_detector=detector.name,
@@ -310,6 +319,22 @@ def ensure_au_cache(spec, au_cfg, *, progress: bool = True) -> AUCache:
         expect_box_mode=detector.box_mode,
         quality=au_cfg.quality,
     )
+    cache.verify()  # a shard damaged or cut short after the build is never read as valid
+    return cache
+
+
+def check_existing_cache(spec, au_cfg) -> None:
+    """Fail fast when the cache :func:`ensure_au_cache` would use for ``spec`` exists but was built by
+    another detector, detector version or box mode (reads ``meta.json`` only; the dataset fingerprint is
+    checked when the cache is opened). Raises :class:`CacheMismatchError` with the rebuild command."""
+    from tagfer.au.build import detector_spec
+
+    directory = default_cache_dir(spec, au_cfg)
+    meta = read_meta(directory)
+    if meta is None:
+        return
+    detector = detector_spec(au_cfg)
+    _check_expectations(meta, directory, None, detector.name, detector.create().version, detector.box_mode)
 
 
 def _fingerprint(records) -> dict[str, str]:
@@ -332,4 +357,4 @@ def show_command(args) -> int:
     return 0
 
 
-__all__ = ["AUCache", "CacheMismatchError", "default_cache_dir", "ensure_au_cache", "rebuild_command"]
+__all__ = ["AUCache", "CacheMismatchError", "check_existing_cache", "default_cache_dir", "ensure_au_cache", "rebuild_command"]

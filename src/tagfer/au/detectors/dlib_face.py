@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -58,6 +58,17 @@ class DlibFace:
     score: float
 
 
+@lru_cache(maxsize=1)
+def dlib_models():
+    """``(dlib, face detector, 68-point shape predictor)``, loaded once per process (the predictor file is
+    ~100 MB: seconds to read, and an AU cache build creates a detector per split)."""
+    try:
+        import dlib
+    except ImportError as err:
+        raise ModuleNotFoundError(f"dlib is not installed; {INSTALL_HINT}") from err
+    return dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor_path()))
+
+
 class DlibLandmarker:
     """dlib's HOG frontal face detector and 68-point shape predictor, loaded on first use.
 
@@ -74,13 +85,9 @@ class DlibLandmarker:
         self.pad = pad
         self.crop_fallback = crop_fallback
 
-    @cached_property
+    @property
     def _models(self):
-        try:
-            import dlib
-        except ImportError as err:
-            raise ModuleNotFoundError(f"dlib is not installed; {INSTALL_HINT}") from err
-        return dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor_path()))
+        return dlib_models()
 
     def __call__(self, image: np.ndarray) -> DlibFace | None:
         """The highest-scoring face in an ``[H, W, 3]`` RGB (or ``[H, W]`` grey) uint8 image, or None."""
