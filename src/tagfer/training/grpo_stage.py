@@ -30,6 +30,8 @@ from tagfer.models.space import ModelSpace
 from tagfer.training.collate import PromptCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
+from tagfer.training.preflight import preflight
+from tagfer.training.resume import check_resume, run_signature
 from tagfer.training.sharding import consolidated_state_dict
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 
@@ -55,6 +57,7 @@ def load_rl_policy(cfg):
 
 def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train with GRPO and export; returns the export directory."""
+    preflight(cfg)  # paths, AU caches: fail before anything heavy loads
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     save_config(cfg, run_dir)
@@ -79,7 +82,9 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     )
     overrides = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "limit_val_batches": 0, **(trainer_overrides or {})}
     trainer = build_trainer(cfg, run_dir, **overrides)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.trainer, run_dir))
+    ckpt_path = resume_checkpoint(cfg.trainer, run_dir)
+    check_resume(ckpt_path, module, run_signature(cfg))  # a checkpoint of another model/stage fails here
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     export_dir = run_dir / "export"
     weights = consolidated_state_dict(module.model, rank=trainer.global_rank)  # FSDP2: gathered on every rank
     if trainer.is_global_zero:

@@ -7,6 +7,11 @@ image, see :func:`tagfer.models.inputs.build_sft_inputs`)::
 
 logged with the token accuracy (argmax of the shifted logits equals the label, over the same tokens).
 
+A non-finite loss (on any rank) skips the batch; non-finite gradients skip the optimizer update (the
+gradients are dropped, so Adam leaves every weight and moment untouched; the LR schedule still advances).
+Either increments ``train/skipped_steps``; after ``sft.max_consecutive_skips`` in a row the run stops
+with :class:`~tagfer.training.grpo_module.NonFiniteStepError` naming the last good checkpoint.
+
 Validation: greedy generation on the first ``sft.val_generate_samples`` validation samples, scored with
 accuracy (:class:`ExpressionClassificationMetrics`), parse rate (:class:`ParseRate`) and grounding
 (:class:`GroundingFaithfulness`: mean IoU of predicted boxes against the cached AU boxes, in the model's
@@ -20,12 +25,14 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
+from torch.distributed.tensor import DTensor
 
 from tagfer.classes import CLASS_NAMES
 from tagfer.metrics import ExpressionClassificationMetrics, GroundingFaithfulness, ParseRate, answer_indices
 from tagfer.models.generation import generate_completions
 from tagfer.models.inputs import IGNORE_INDEX
 from tagfer.reasoning.trace import parse_trace
+from tagfer.training.grpo_module import NonFiniteStepError
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.sharding import checkpoint_state_dict, shard_for_strategy
@@ -68,14 +75,43 @@ class SFTModule(L.LightningModule):
         self.val_parse_rate = ParseRate()
         self.val_grounding = GroundingFaithfulness(threshold=au_threshold)
         self._val_generated = 0
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
 
-    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor | None:
         inputs = batch["inputs"]
         out = self.model(**inputs)
         batch_size = inputs["input_ids"].shape[0]
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(out.loss)), all=True):
+            self._skip("non-finite loss")
+            return None  # Lightning skips backward and the update for this batch
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
         self.log("train/token_accuracy", token_accuracy(out.logits.detach(), inputs["labels"]), prog_bar=True, batch_size=batch_size)
         return out.loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Drop non-finite gradients (every rank together) so the optimizer skips this update."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:  # every batch of this step was skipped already
+            return
+        finite = all(bool(torch.isfinite(_local(p.grad)).all()) for p in params)
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self.consecutive_skips = 0
+            return
+        for p in params:
+            p.grad = None  # torch optimizers leave parameters without a gradient untouched
+        self._skip("non-finite gradient")
+
+    def _skip(self, reason: str) -> None:
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        self.log("train/skipped_steps", float(self.skipped_steps))
+        self.print(f"SFT step {self.global_step} skipped: {reason} ({self.consecutive_skips} in a row)")
+        if self.consecutive_skips >= self.cfg.max_consecutive_skips:
+            raise NonFiniteStepError(
+                f"{self.consecutive_skips} consecutive SFT steps had a {reason}; stopping. The last good checkpoint is "
+                f"{self.trainer.checkpoint_callback.last_model_path or '(none yet)'}; lower sft.optim.lr or check the data."
+            )
 
     def on_validation_epoch_start(self) -> None:
         self._val_generated = 0
@@ -134,6 +170,17 @@ class SFTModule(L.LightningModule):
         """Keep only trainable tensors (LoRA adapters, projector; everything for a full fine-tune); a
         sharded checkpoint keeps everything (see :func:`tagfer.training.sharding.checkpoint_state_dict`)."""
         checkpoint["state_dict"] = checkpoint_state_dict(self, checkpoint["state_dict"])
+        checkpoint["sft"] = {"skipped_steps": self.skipped_steps, "consecutive_skips": self.consecutive_skips}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counters = checkpoint.get("sft", {})
+        self.skipped_steps = counters.get("skipped_steps", 0)
+        self.consecutive_skips = counters.get("consecutive_skips", 0)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a ``DTensor`` gradient (FSDP2), the tensor itself otherwise."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def _first_rows(inputs, n: int):

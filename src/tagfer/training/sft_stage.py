@@ -26,6 +26,8 @@ from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, prepare_policy
 from tagfer.training.collate import PromptCollator, SFTCollator
 from tagfer.training.sft_module import SFTModule
+from tagfer.training.preflight import preflight
+from tagfer.training.resume import check_resume, run_signature
 from tagfer.training.sharding import consolidated_state_dict
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 
@@ -48,6 +50,7 @@ def ensure_traces(cfg) -> None:
 
 def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train and export; returns the export directory."""
+    preflight(cfg)  # paths, AU caches: fail before anything heavy loads
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     save_config(cfg, run_dir)
@@ -72,7 +75,9 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     )
     module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
     trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.trainer, run_dir))
+    ckpt_path = resume_checkpoint(cfg.trainer, run_dir)
+    check_resume(ckpt_path, module, run_signature(cfg))  # a checkpoint of another model/stage fails here
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     export_dir = run_dir / "export"
     weights = consolidated_state_dict(module.model, rank=trainer.global_rank)  # FSDP2: gathered on every rank
     if trainer.is_global_zero:

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+
+from tagfer.training.resume import AtomicCheckpointIO, EpochEndCheckpoint, RunState, run_signature
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +85,16 @@ def processes_per_node(trainer_cfg) -> int:
 def build_trainer(cfg, run_dir: str | Path, *, callbacks=(), monitor: str | None = None, **overrides) -> L.Trainer:
     """A ``Trainer`` with TensorBoard logging, checkpointing, LR monitoring and a progress bar.
 
+    Checkpoints are written atomically and carry the RNG states and the run signature, so a killed run
+    resumes exactly (:mod:`tagfer.training.resume`).
+
     ``cfg`` is the root config (``cfg.trainer`` is used); ``overrides`` replace Trainer kwargs (e.g.
     ``max_steps`` for the demo).
     """
     tcfg = cfg.trainer
     run_dir = Path(run_dir)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
-    ckpt = ModelCheckpoint(
+    ckpt = EpochEndCheckpoint(
         dirpath=str(checkpoint_dir(run_dir)),
         filename="step={step}",
         auto_insert_metric_name=False,
@@ -100,7 +105,7 @@ def build_trainer(cfg, run_dir: str | Path, *, callbacks=(), monitor: str | None
         mode=tcfg.checkpoint.mode,
         save_on_train_epoch_end=True,
     )
-    all_callbacks = [ckpt, LearningRateMonitor(logging_interval="step"), *callbacks]
+    all_callbacks = [ckpt, LearningRateMonitor(logging_interval="step"), RunState(run_signature(cfg)), *callbacks]
     if tcfg.enable_progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=1))
     kwargs = dict(
@@ -124,6 +129,7 @@ def build_trainer(cfg, run_dir: str | Path, *, callbacks=(), monitor: str | None
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=all_callbacks,
+        plugins=None if tcfg.strategy == "fsdp" else [AtomicCheckpointIO()],  # fsdp: Lightning's sharded checkpoint
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)

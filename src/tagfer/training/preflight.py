@@ -1,0 +1,63 @@
+"""Checks a training stage runs before it loads anything heavy: a bad path fails in a second, not after
+the model has loaded.
+
+:func:`preflight` collects every problem it finds — a dataset root that does not exist, an AU cache built
+by another detector or box mode, a missing model / ``model.init_from`` / ``trainer.resume`` /
+external-detector path — and raises one :class:`tagfer.config.ConfigError` listing them, each with the
+key at fault and the fix. (Unknown keys and wrong types were already refused by
+:func:`tagfer.config.load_config`; a checkpoint of another model is refused by
+:func:`tagfer.training.resume.check_resume` once the model exists.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tagfer.au.cache import CacheMismatchError, check_existing_cache
+from tagfer.config import ConfigError
+from tagfer.data.readers import reader
+
+EXTERNAL_DETECTORS = ("openface", "pyfeat")
+
+
+def preflight(cfg) -> None:
+    """Raise :class:`ConfigError` listing every problem found in ``cfg`` (module docstring)."""
+    problems = [*_dataset_problems(cfg), *_model_problems(cfg)]
+    resume = cfg.trainer.resume
+    if resume not in (None, "auto") and not Path(resume).exists():
+        problems.append(f"trainer.resume={resume!r}: no such checkpoint; use 'auto' (resume from run_dir if possible) or null (start fresh)")
+    if cfg.au.detector in EXTERNAL_DETECTORS and cfg.au.external_dir and not Path(cfg.au.external_dir).exists():
+        problems.append(f"au.external_dir={cfg.au.external_dir!r} does not exist; point it at the {cfg.au.detector} output folder or CSV")
+    if problems:
+        raise ConfigError(f"{cfg.stage}: {len(problems)} problem(s) before training:\n  - " + "\n  - ".join(problems))
+
+
+def _dataset_problems(cfg) -> list[str]:
+    problems = []
+    for group in ("train", "val", "test"):
+        for index, spec in enumerate(cfg.data[group]):
+            key = f"data.{group}[{index}]"
+            if spec.name != "synthetic" and not Path(spec.root).is_dir():  # the synthetic reader generates its root
+                problems.append(f"{key}.root={spec.root!r} does not exist; expected {reader(spec.name).LAYOUT}")
+                continue
+            try:
+                check_existing_cache(spec, cfg.au)
+            except CacheMismatchError as err:
+                problems.append(f"{key}: {err}")
+    return problems
+
+
+def _model_problems(cfg) -> list[str]:
+    model = cfg.model
+    if model.init_from:
+        if not Path(model.init_from).exists():
+            return [f"model.init_from={model.init_from!r} does not exist; train the stage it comes from first (SFT: python src/train.py --config configs/sft.yaml) or point it at an export"]
+        return []
+    if cfg.stage == "rl":
+        return ["model.init_from is not set: the RL stage starts from an SFT export (e.g. outputs/runs/sft/export)"]
+    if not Path(model.name_or_path).exists() and not model.build_tiny:
+        return [
+            f"model.name_or_path={model.name_or_path!r} does not exist; copy the checkpoint there, or set model.build_tiny=true "
+            "to build the tiny offline model (nothing is downloaded)"
+        ]
+    return []
