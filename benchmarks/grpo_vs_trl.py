@@ -12,9 +12,12 @@ in its own process, one after the other, with the same number of torch threads; 
 steps, ``--steps`` optimizer steps are timed end to end (data loading and collation included).
 
 Reported per side: completions/s (B·G per step), generated tokens/s, seconds per optimizer step, the
-fraction of the step spent generating, peak resident memory of the process (``ru_maxrss``) and its rise
-during training (peak − RSS when training starts). The last line is one JSON object with the ratios
-ours/TRL (``completions_per_s_ratio`` > 1: we are faster; ``peak_memory_ratio`` < 1: we use less).
+same per CPU-second of the process (``time.process_time``: robust to other jobs on a shared machine,
+where wall time is not), the fraction of the step spent generating, peak resident memory of the process
+(``ru_maxrss``) and its rise during training (peak − RSS when training starts), and on a GPU the peak
+GPU memory allocated. The last line is one JSON object with the ratios ours/TRL
+(``completions_per_s_ratio`` > 1: we are faster; ``peak_memory_ratio`` < 1: we use less — GPU memory on
+a GPU, peak RSS on the CPU; ``completions_per_cpu_s_ratio``).
 """
 
 from __future__ import annotations
@@ -271,11 +274,13 @@ class StepTimer:
     def start(self) -> None:
         self.rss_start = rss_mb()
         self.timed_from = time.perf_counter()
+        self.cpu_from = time.process_time()
 
     def step(self, *, tokens: float | None, generation_s: float) -> None:
         self.count += 1
         if self.count == self.warmup:
             self.timed_from = time.perf_counter()
+            self.cpu_from = time.process_time()
         if self.count > self.warmup:
             self.tokens.append(tokens if tokens is not None else self.pending_tokens)
             self.generation.append(generation_s)
@@ -284,6 +289,7 @@ class StepTimer:
         import torch
 
         elapsed = time.perf_counter() - self.timed_from
+        cpu = time.process_time() - self.cpu_from
         steps = len(self.generation)
         tokens = [t for t in self.tokens if t is not None]
         return {
@@ -291,6 +297,8 @@ class StepTimer:
             "steps": steps,
             "s_per_step": elapsed / steps,
             "completions_per_s": steps * args.batch * args.group / elapsed,
+            "completions_per_cpu_s": steps * args.batch * args.group / cpu,
+            "cpu_s_per_step": cpu / steps,
             "tokens_per_s": sum(tokens) / elapsed if len(tokens) == steps else float("nan"),
             "generation_fraction": sum(self.generation) / elapsed,
             "peak_rss_mb": peak_rss_mb(),
@@ -328,6 +336,8 @@ def table(ours: dict, theirs: dict) -> str:
         ("completions/s", "completions_per_s", "{:.2f}"),
         ("generated tokens/s", "tokens_per_s", "{:.1f}"),
         ("s / optimizer step", "s_per_step", "{:.2f}"),
+        ("completions / CPU-second (process time)", "completions_per_cpu_s", "{:.2f}"),
+        ("CPU-s / optimizer step", "cpu_s_per_step", "{:.2f}"),
         ("generation share of step", "generation_fraction", "{:.0%}"),
         ("peak RSS (MiB)", "peak_rss_mb", "{:.0f}"),
         ("RSS rise in training (MiB)", "rss_rise_mb", "{:.0f}"),
@@ -386,6 +396,7 @@ def main() -> None:
     print(json.dumps({
         "completions_per_s_ratio": round(ours["completions_per_s"] / theirs["completions_per_s"], 3),
         "peak_memory_ratio": round(ours[memory_key(args)] / theirs[memory_key(args)], 3),
+        "completions_per_cpu_s_ratio": round(ours["completions_per_cpu_s"] / theirs["completions_per_cpu_s"], 3),
         "trl_version": theirs["version"],
         "generation_fraction": {"tagfer": round(ours["generation_fraction"], 3), "trl": round(theirs["generation_fraction"], 3)},
     }))
@@ -404,10 +415,12 @@ LEVERS = (
 
 def lever_table(args, out_dir: Path) -> str:
     """Our side once per lever setting: s/step, completions/s, generation share."""
-    lines = ["| setting | s / step | completions/s | generation share |", "|---|---:|---:|---:|"]
+    lines = ["| setting | s / step | CPU-s / step | completions/s | peak RSS (MiB) | generation share |", "|---|---:|---:|---:|---:|---:|"]
     for label, change in LEVERS:
-        result = run_side("ours", argparse.Namespace(**{**vars(args), **change(args)}), out_dir)
-        lines.append(f"| {label} | {result['s_per_step']:.2f} | {result['completions_per_s']:.2f} | {result['generation_fraction']:.0%} |")
+        r = run_side("ours", argparse.Namespace(**{**vars(args), **change(args)}), out_dir)
+        lines.append(
+            f"| {label} | {r['s_per_step']:.2f} | {r['cpu_s_per_step']:.2f} | {r['completions_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['generation_fraction']:.0%} |"
+        )
     return "\n".join(lines)
 
 
