@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from tagfer.au.regions import au_boxes
 from tagfer.au.vocabulary import AU_LIST
+from fixtures_models import tiny_model_cfg
+from tagfer.models.tiny import ensure_tiny_model
 from tagfer.models.tiny_vision import MIN_COVER, pretrain_vision, pretraining_faces, token_au_targets
 
 
@@ -34,3 +39,13 @@ def test_pretraining_uses_its_own_faces_and_lowers_the_heldout_error(tiny_qwen2_
     assert report.heldout_mse < report.zero_mse
     changed = {n for n, p in model.named_parameters() if not (p == before[n]).all()}
     assert changed and all(n.startswith("model.visual.") for n in changed)  # the language model is untouched
+
+
+def test_an_existing_tiny_model_built_with_other_settings_is_an_error(tiny_qwen2_vl_dir, tmp_path):
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_qwen2_vl_dir, copy)
+    assert ensure_tiny_model(tiny_model_cfg(copy)) == copy  # same settings: reused
+    other = tiny_model_cfg(copy)
+    other.tiny.hidden_size = 96
+    with pytest.raises(ValueError, match="hidden_size: built 64, asked 96"):
+        ensure_tiny_model(other)

@@ -25,7 +25,7 @@ from transformers.image_utils import SizeDict
 
 from tagfer.models.export import ADAPTER_CONFIG_FILE, read_export_meta
 from tagfer.models.families import resolve_family
-from tagfer.models.tiny import build_tiny_model
+from tagfer.models.tiny import ensure_tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -117,10 +117,10 @@ def load_vlm(
     ``model.family`` unless "auto", else the export's recorded family, else the checkpoint's ``model_type``.
     """
     path, key = _source(model_cfg, checkpoint)
-    if not path.exists():
-        if key != "model.name_or_path" or not model_cfg.build_tiny:
-            raise _missing(path, key)
-        build_tiny_model(model_cfg, path)
+    if key == "model.name_or_path" and model_cfg.build_tiny:
+        ensure_tiny_model(model_cfg)
+    elif not path.exists():
+        raise _missing(path, key)
     meta = read_export_meta(path)
     try:
         model = _load_network(path, model_cfg, trainable=for_training)

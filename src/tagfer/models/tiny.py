@@ -187,3 +187,26 @@ def build_tiny_model(cfg_model: Any, out_dir: str | os.PathLike | None = None, *
         processor.save_pretrained(tmp)
         (tmp / TINY_META_FILE).write_text(json.dumps(meta, indent=2))
     return out_dir
+
+
+def ensure_tiny_model(cfg_model: Any) -> Path:
+    """The tiny model directory ``cfg_model.name_or_path``, built first when it is missing.
+
+    An existing directory must have been built from the same ``model.tiny`` settings (its
+    ``tagfer_tiny.json``): otherwise a ValueError names the differing keys, so that changing the tiny
+    shape in a config never silently reuses an old model.
+    """
+    path = Path(cfg_model.name_or_path)
+    if not path.exists():
+        return build_tiny_model(cfg_model, path)
+    meta_file = path / TINY_META_FILE
+    if meta_file.is_file():
+        built = json.loads(meta_file.read_text()).get("tiny", {})
+        differing = {key: (built.get(key), value) for key, value in _plain(cfg_model.tiny).items() if built.get(key) != value}
+        if differing:
+            details = ", ".join(f"{key}: built {old!r}, asked {new!r}" for key, (old, new) in differing.items())
+            raise ValueError(
+                f"{path} holds a tiny model built with other model.tiny settings ({details}); delete the directory "
+                "to rebuild it, or point model.name_or_path at another directory"
+            )
+    return path

@@ -64,13 +64,13 @@ def student_space(model_cfg: Any) -> ModelSpace:
 
     from tagfer.models.families import read_model_type, resolve_family
     from tagfer.models.loader import set_pixel_bounds
-    from tagfer.models.tiny import build_tiny_model
+    from tagfer.models.tiny import ensure_tiny_model
 
     path = Path(model_cfg.name_or_path)
-    if not path.exists():
-        if not model_cfg.build_tiny:
-            raise ConfigError(f"model.name_or_path={str(path)!r} does not exist (set model.build_tiny=true for the tiny model)")
-        build_tiny_model(model_cfg, path)
+    if model_cfg.build_tiny:
+        ensure_tiny_model(model_cfg)
+    elif not path.exists():
+        raise ConfigError(f"model.name_or_path={str(path)!r} does not exist (set model.build_tiny=true for the tiny model)")
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     set_pixel_bounds(processor, model_cfg.min_pixels, model_cfg.max_pixels)
     return ModelSpace.of(processor, resolve_family(model_cfg.family, read_model_type(path)))
