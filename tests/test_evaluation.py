@@ -59,7 +59,9 @@ def test_model_classes_come_from_the_export_metadata():
         trained_classes({"classes": ["joyful"]})
     data = SimpleNamespace(train=[_spec(classes=["fear"]), _spec(classes=["anger", "fear"])])
     assert training_classes(data) == ("fear", "anger")
-    assert training_classes(SimpleNamespace(train=[_spec(classes=["fear"]), _spec()])) == CLASS_NAMES
+    assert training_classes(SimpleNamespace(train=[_spec(classes=["fear"]), _spec("ferplus")])) == CLASS_NAMES
+    rafdb_and_fear = SimpleNamespace(train=[_spec("rafdb"), _spec(classes=["fear"])])
+    assert training_classes(rafdb_and_fear) == tuple(c for c in CLASS_NAMES if c != "contempt")  # RAF-DB's own 7
 
 
 def test_dataset_keys_are_unique():

@@ -215,7 +215,7 @@ def test_traces_build_command_end_to_end_on_synthetic_faces(tmp_path, tiny_qwen2
             [
                 "traces", "build", "--source", source, "--config", str(configs_dir / "sft.yaml"),
                 f"data.train=[{{name: synthetic, root: {tmp_path}/data, split: train, num_samples: 16, limit: {limit}, traces: {tmp_path}/{traces}}}]",
-                f"au.cache_dir={tmp_path}/au", f"model.name_or_path={tiny_qwen2_vl_dir}",
+                f"au.cache_dir={tmp_path}/au", f"model.name_or_path={tiny_qwen2_vl_dir}", "model.build_tiny=false",
                 f"traces.teacher.name_or_path={tiny_qwen2_vl_dir}", "traces.teacher.max_new_tokens=8",
                 "traces.teacher.max_format_retries=1", "traces.teacher.max_label_retries=0",
             ]
