@@ -174,6 +174,7 @@ def test_grpo_skips_a_nan_reward_and_nan_logits(policy, tmp_path):
     fault = Fault({2}, nan_logits)  # batch 1: NaN reward; batch 2: NaN logits in sampling and in the loss
     fit(cfg, module, data, fault, manual=True)
     assert module.skipped_steps == 2 and module.global_step == 3
+    assert any(not torch.equal(fault.weights_after[0][n], v) for n, v in fault.weights_before[0].items()), "good steps train"
     for batch in (1, 2):
         assert all(torch.equal(fault.weights_after[batch][n], v) for n, v in fault.weights_before[batch].items()), batch
     assert all(torch.isfinite(p).all() for p in module.parameters())

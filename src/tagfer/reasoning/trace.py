@@ -188,8 +188,9 @@ def answer_spans(text: str) -> list[str]:
     """The contents of the ``<answer>…</answer>`` pairs of ``text``, left to right, non-overlapping.
 
     The same pairs as ``re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)`` in linear time: the
-    regular expression rescans the rest of the text from every unclosed ``<answer>``, which makes a
-    degenerate completion repeating ``<answer>`` cost quadratic time (0.6 s for 20,000 characters).
+    regular expression rescans the rest of the text from every unclosed ``<answer>``, so a degenerate
+    completion repeating ``<answer>`` costs quadratic time — seconds per 20,000 characters, paid once per
+    reward callback (``benchmarks/parse_trace.py``).
     """
     spans, position = [], 0
     while (start := text.find(ANSWER_OPEN, position)) >= 0:
