@@ -70,6 +70,24 @@ def test_enumerated_options_are_checked(configs_dir):
         load_config(configs_dir / "rl.yaml", ["rl.loss_type=ppo"])
     with pytest.raises(ConfigError, match="did you mean 'rafdb'"):
         load_config(configs_dir / "rl.yaml", ["data.train=[{name: rafbd}]"])
+    with pytest.raises(ConfigError, match="trainer.num_threads=0; expected a positive int"):
+        load_config(configs_dir / "rl.yaml", ["trainer.num_threads=0"])
+
+
+def test_num_threads_sets_torch_threads_for_the_run(configs_dir, monkeypatch):
+    import torch
+
+    from tagfer.training import run
+
+    cfg = load_config(configs_dir / "rl.yaml", ["trainer.num_threads=1", "stage=eval"])
+    seen = {}
+    monkeypatch.setattr("tagfer.evaluation.runner.run_evaluation", lambda cfg: seen.setdefault("threads", torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        assert run.run_stage(cfg) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"threads": 1}
 
 
 def test_errors_in_a_file_name_the_file(tmp_path):

@@ -294,6 +294,9 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     deterministic: bool = False
     enable_progress_bar: bool = True
+    # torch intra-op threads per process (torch.set_num_threads); null keeps torch's default (one per core).
+    # For tiny models on few cores 1 is fastest: thread hand-offs cost more than the small matmuls they split.
+    num_threads: Optional[int] = None
     resume: Optional[str] = "auto"  # auto (last.ckpt of run_dir if any) | a checkpoint path | null
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -384,6 +387,8 @@ def _check_choices(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    if cfg.trainer.num_threads is not None and cfg.trainer.num_threads < 1:
+        raise ConfigError(f"trainer.num_threads={cfg.trainer.num_threads}; expected a positive int or null (torch's default)")
     for group in ("train", "val", "test"):
         for index, spec in enumerate(cfg.data[group]):
             _check_dataset_spec(spec, f"data.{group}[{index}]")

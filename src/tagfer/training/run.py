@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 log = logging.getLogger(__name__)
 
 
 def run_stage(cfg) -> int:
-    """Dispatch on ``cfg.stage``; returns a process exit code."""
+    """Dispatch on ``cfg.stage``; returns a process exit code.
+
+    ``trainer.num_threads`` (when set) fixes torch's intra-op thread count for the whole run first.
+    """
+    if cfg.trainer.num_threads is not None:
+        torch.set_num_threads(cfg.trainer.num_threads)
+        log.info("torch threads: %d", cfg.trainer.num_threads)
     if cfg.stage == "sft":
         from tagfer.training.sft_stage import run_sft
 
