@@ -17,23 +17,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 from peft import PeftModel
 
-from tagfer.config import save_config
 from tagfer.data.datamodule import FERDataModule
 from tagfer.evaluation.label_space import training_classes
-from tagfer.models.export import export_policy
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, frozen_reference_copy, prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.training.collate import PromptCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
-from tagfer.training.preflight import preflight
-from tagfer.training.resume import check_resume, run_signature
-from tagfer.training.sharding import consolidated_state_dict
-from tagfer.training.trainer import build_trainer, resume_checkpoint
+from tagfer.training.stage_run import fit_and_export, start_run
+from tagfer.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +52,7 @@ def load_rl_policy(cfg):
 
 def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train with GRPO and export; returns the export directory."""
-    preflight(cfg)  # paths, AU caches: fail before anything heavy loads
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.run_dir)
-    save_config(cfg, run_dir)
+    run_dir = start_run(cfg)
     rewards = build_rewards(cfg.rl.rewards)
     policy, processor, family, reference = load_rl_policy(cfg)
     log.info("policy: %s; rewards: %s", count_parameters(policy), ", ".join(f"{r.name}×{r.weight}" for r in rewards))
@@ -82,25 +74,4 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     )
     overrides = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "limit_val_batches": 0, **(trainer_overrides or {})}
     trainer = build_trainer(cfg, run_dir, **overrides)
-    ckpt_path = resume_checkpoint(cfg.trainer, run_dir)
-    check_resume(ckpt_path, module, run_signature(cfg))  # a checkpoint of another model/stage fails here
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    export_dir = run_dir / "export"
-    weights = consolidated_state_dict(module.model, rank=trainer.global_rank)  # FSDP2: gathered on every rank
-    if trainer.is_global_zero:
-        export_policy(
-            module.model,
-            processor,
-            export_dir,
-            base_name_or_path=cfg.model.init_from,
-            family=family,
-            extra_meta={
-                "stage": "rl",
-                "global_step": trainer.global_step,
-                "classes": list(classes),
-                "think_tags": bool(cfg.traces.think_tags),
-            },
-            state_dict=weights,
-        )
-        log.info("exported the RL policy to %s", export_dir)
-    return export_dir
+    return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.init_from, classes=classes)

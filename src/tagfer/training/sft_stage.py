@@ -14,22 +14,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 
-from tagfer.config import save_config
 from tagfer.data.datamodule import FERDataModule
 from tagfer.data.trace_boxes import TraceBoxMapper
 from tagfer.evaluation.label_space import training_classes
 from tagfer.models.space import ModelSpace
-from tagfer.models.export import export_policy
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, prepare_policy
 from tagfer.training.collate import PromptCollator, SFTCollator
 from tagfer.training.sft_module import SFTModule
-from tagfer.training.preflight import preflight
-from tagfer.training.resume import check_resume, run_signature
-from tagfer.training.sharding import consolidated_state_dict
-from tagfer.training.trainer import build_trainer, resume_checkpoint
+from tagfer.training.stage_run import fit_and_export, start_run
+from tagfer.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +45,7 @@ def ensure_traces(cfg) -> None:
 
 def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train and export; returns the export directory."""
-    preflight(cfg)  # paths, AU caches: fail before anything heavy loads
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.run_dir)
-    save_config(cfg, run_dir)
+    run_dir = start_run(cfg)
     if not any(spec.traces for spec in cfg.data.train):
         raise ValueError("data.train has no `traces` file: SFT needs reasoning traces (see configs/data/*.yaml)")
     ensure_traces(cfg)
@@ -75,26 +67,5 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     )
     module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
     trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))
-    ckpt_path = resume_checkpoint(cfg.trainer, run_dir)
-    check_resume(ckpt_path, module, run_signature(cfg))  # a checkpoint of another model/stage fails here
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    export_dir = run_dir / "export"
-    weights = consolidated_state_dict(module.model, rank=trainer.global_rank)  # FSDP2: gathered on every rank
-    if trainer.is_global_zero:
-        export_policy(
-            module.model,
-            processor,
-            export_dir,
-            base_name_or_path=cfg.model.name_or_path,
-            family=family,
-            extra_meta={
-                "stage": "sft",
-                "global_step": trainer.global_step,
-                "classes": list(classes),
-                "think_tags": bool(cfg.traces.think_tags),
-            },
-            state_dict=weights,
-        )
-        log.info("exported the SFT policy to %s", export_dir)
-    return export_dir
+    return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.name_or_path, classes=classes)
 
