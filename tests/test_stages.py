@@ -62,6 +62,7 @@ def stage_config(configs_dir, workdir, name, *overrides):
             f"data.test=[{four % (data, '')}]",
             f"au.cache_dir={workdir / 'au_cache'}",
             f"model.name_or_path={workdir / 'tiny'}",
+            "model.tiny.vision_pretrain_steps=0",  # overfitting 4 images needs no pretrained tower
             "model.finetune=full",
             "model.freeze_vision=false",
             "data.augment.enabled=false",

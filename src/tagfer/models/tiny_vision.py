@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from tagfer.au.regions import au_boxes
 from tagfer.au.vocabulary import AU_LIST
@@ -116,7 +117,7 @@ def pretrain_vision(model, processor, *, samples: int, steps: int, seed: int, im
     optimizer = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=LEARNING_RATE)
     was_training = visual.training
     visual.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="tiny vision pretraining", unit="step", mininterval=2.0):
         index = torch.randint(0, samples, (BATCH,), generator=generator)
         loss = torch.nn.functional.mse_loss(head(tokens(index)), targets[index])
         loss.backward()
