@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +98,8 @@ def run(args) -> dict[str, dict]:
 
     out = Path(args.out)
     cfg = base_config(args)
+    if cfg.trainer.num_threads:  # what `python src/train.py` does first (tagfer.training.run.run_stage)
+        torch.set_num_threads(cfg.trainer.num_threads)
     timings: dict[str, float] = {}
     exports: dict[str, Path] = {}
 
@@ -137,8 +141,10 @@ def table(results: dict) -> str:
     for variant, report in results["reports"].items():
         (scores,) = report["datasets"].values()
         faith = scores.get("faithfulness") or {}
+        chance = 1.0 / len(scores["classes"])
         rows.append(
-            f"| {LABELS[variant]} | {scores['accuracy']:.3f} | {scores['mean_class_accuracy']:.3f} | {_fmt(scores.get('parse_rate'))} "
+            f"| {LABELS[variant]} | {scores['accuracy']:.3f} ({scores['accuracy'] / chance:.1f}× chance) "
+            f"| {scores['mean_class_accuracy']:.3f} | {_fmt(scores.get('parse_rate'))} "
             f"| {_fmt(faith.get('mean_iou'))} | {_fmt(faith.get('hallucination_rate'))} | {results['timings'].get(variant, 0.0):.0f} |"
         )
     return "\n".join(rows)
@@ -150,6 +156,7 @@ def _fmt(value) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     results = run(args)
     text = table(results)
     print(text)
