@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def configs_dir() -> Path:
     return CONFIGS
 

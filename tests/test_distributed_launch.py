@@ -78,6 +78,8 @@ def test_torchrun_trains_sft_then_grpo_with_fsdp2_on_two_cpu_processes(tiny_qwen
         "data.batch_size=2",
         "trainer.limit_val_batches=0",
         f"model.name_or_path={tiny_qwen2_vl_dir}",
+        "model.build_tiny=false",  # the tests' tiny model, not the one the configs would build
+        "model.finetune=lora",
         f"au.cache_dir={tmp_path / 'au'}",
     ]
     train = f"data.train=[{data}, split: train, num_samples: 8, traces: {tmp_path / 'traces.jsonl'}}}]"
