@@ -82,6 +82,8 @@ def base_config(args):
         f"model.name_or_path={out / 'models' / 'tiny-qwen2-vl'}",
         "trainer.enable_progress_bar=false",
     ]
+    if args.quick:  # a few steps of vision pretraining, a few validation generations
+        overrides += ["model.tiny.vision_pretrain_steps=10", "sft.val_generate_samples=4", "eval.max_new_tokens=64"]
     return load_config(REPO / "configs" / "demo.yaml", overrides)
 
 
