@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train", type=int, default=2048, help="synthetic training faces")
     parser.add_argument("--test", type=int, default=256, help="synthetic test faces")
     parser.add_argument("--sft-epochs", type=int, default=4)
-    parser.add_argument("--rl-steps", type=int, default=60)
+    parser.add_argument("--rl-steps", type=int, default=180)
     parser.add_argument("--baseline-epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that every stage runs")
