@@ -12,7 +12,7 @@ evaluates all four on the same test split with the project's evaluator, and prin
 (accuracy, mean class accuracy, parse rate, mean IoU of cited boxes against the true AU regions,
 hallucination rate). ``--results`` appends the table to ``benchmarks/RESULTS.md``.
 
-    python benchmarks/learning.py                       # the full study (≤ 45 min on 2 CPU cores)
+    python benchmarks/learning.py                       # the full study (35–40 min on 2 CPU cores)
     python benchmarks/learning.py --quick               # a smoke run of every stage (minutes)
 
 Both GRPO variants start from the same SFT export and see the same prompts in the same order (same seed).
