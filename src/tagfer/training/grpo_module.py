@@ -40,7 +40,6 @@ import torch
 
 from tagfer.classes import CLASS_NAMES
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
 from tagfer.models.generation import Completions
 from tagfer.models.policy import reference_model
@@ -49,7 +48,7 @@ from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
 from tagfer.training.rollout import Rollout, generate_rollout
-from tagfer.training.sharding import checkpoint_state_dict, shard_for_strategy
+from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
 
 
 class NonFiniteStepError(RuntimeError):
@@ -283,8 +282,7 @@ class GRPOModule(L.LightningModule):
     def _gradients_finite(self) -> bool:
         """Every gradient finite on every rank (FSDP2 ranks hold different shards, so they agree by a
         MIN all-reduce: all ranks skip or step together)."""
-        grads = [_local(p.grad) for p in self.model.parameters() if p.grad is not None]
-        flag = torch.stack([torch.isfinite(g).all() for g in grads]).all().float() if grads else torch.ones((), device=self.device)
+        flag = local_gradients_finite(self.model.parameters()).float().to(self.device)
         if self.trainer.world_size > 1 and dist.is_initialized():
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())  # one device sync per optimizer step
@@ -333,8 +331,3 @@ class GRPOModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_steps = checkpoint.get("grpo", {}).get("skipped_steps", 0)
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a ``DTensor`` (FSDP2), the tensor itself otherwise."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

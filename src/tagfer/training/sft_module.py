@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
-from torch.distributed.tensor import DTensor
 
 from tagfer.classes import CLASS_NAMES
 from tagfer.metrics import ExpressionClassificationMetrics, GroundingFaithfulness, ParseRate, answer_indices
@@ -35,7 +34,7 @@ from tagfer.reasoning.trace import parse_trace
 from tagfer.training.grpo_module import NonFiniteStepError
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
-from tagfer.training.sharding import checkpoint_state_dict, shard_for_strategy
+from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
 
 
 def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -94,7 +93,7 @@ class SFTModule(L.LightningModule):
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:  # every batch of this step was skipped already
             return
-        finite = all(bool(torch.isfinite(_local(p.grad)).all()) for p in params)
+        finite = bool(local_gradients_finite(params))  # one device sync
         if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             self.consecutive_skips = 0
             return
@@ -177,10 +176,6 @@ class SFTModule(L.LightningModule):
         self.skipped_steps = counters.get("skipped_steps", 0)
         self.consecutive_skips = counters.get("consecutive_skips", 0)
 
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a ``DTensor`` gradient (FSDP2), the tensor itself otherwise."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def _first_rows(inputs, n: int):

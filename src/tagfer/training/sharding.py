@@ -81,6 +81,16 @@ def is_sharded(state_dict: Mapping[str, object]) -> bool:
     return any(isinstance(value, DTensor) for value in state_dict.values())
 
 
+def local_gradients_finite(parameters) -> torch.Tensor:
+    """0-dim bool tensor: every gradient of ``parameters`` is finite on this rank (FSDP2: this rank's
+    shards). No device sync here; the caller reduces it across ranks and reads it once. True when no
+    parameter has a gradient."""
+    grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack([torch.isfinite(g).all() for g in grads]).all()
+
+
 def checkpoint_state_dict(module: torch.nn.Module, state_dict: dict) -> dict:
     """What a Lightning checkpoint keeps of ``state_dict``: the trainable tensors (LoRA adapters, the
     projector; everything for a full fine-tune) — except a sharded one, which keeps every tensor because
