@@ -113,3 +113,28 @@ def test_trace_boxes_follow_the_augmentation(tmp_path, configs_dir):
     width = sample["image_size"][0]
     assert parsed.steps[0].box == pytest.approx((width - 50.0, 60.0, width - 20.0, 80.0), abs=1.0)
     assert OmegaConf.select(cfg, "data.augment.horizontal_flip") == 1.0
+
+
+def test_missing_template_traces_are_built_in_prepare_data_once(tmp_path, configs_dir, tiny_qwen2_vl_dir):
+    """SFT builds missing template traces in ``prepare_data`` (one process per node under DDP; two ranks
+    building the same file before the Trainer started once wrote every record twice), and ``setup``
+    then serves every training sample with its trace."""
+    from tagfer.training.sft_stage import ensure_traces, missing_traces
+
+    traces = tmp_path / "traces.jsonl"
+    face = "{name: synthetic, root: %s, split: train, num_samples: 24, traces: %s}" % (tmp_path / "synthetic", traces)
+    model = [f"model.name_or_path={tiny_qwen2_vl_dir}", "model.build_tiny=false"]
+    cfg = _cfg(tmp_path, configs_dir, f"data.train=[{face}]", "data.augment.enabled=false", *model)
+    assert [spec.traces for spec in missing_traces(cfg)] == [str(traces)]
+    calls = []
+    dm = FERDataModule(cfg.data, cfg.au, require_traces=True, prepare_traces=lambda: calls.append(ensure_traces(cfg)), seed=0)
+    assert not traces.exists()
+    dm.prepare_data()
+    assert len(calls) == 1 and traces.is_file() and missing_traces(cfg) == []
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) > 0
+    assert all(parse_trace(item.trace).answer == item.record.label_name for item in dm.datasets["train"].items)
+
+    teacher = _cfg(tmp_path, configs_dir, f"data.train=[{face.replace('traces.jsonl', 'teacher.jsonl')}]", "traces.source=teacher", *model)
+    with pytest.raises(FileNotFoundError, match="tagfer traces build --source teacher"):
+        missing_traces(teacher)

@@ -416,7 +416,7 @@ def save_config(cfg: DictConfig, run_dir: str | os.PathLike) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / "config.yaml"
-    tmp = target.with_suffix(".yaml.tmp")
+    tmp = target.with_suffix(f".yaml.tmp-{os.getpid()}")  # one per process: every DDP rank saves it
     tmp.write_text(to_yaml(cfg))
     os.replace(tmp, target)
     return target

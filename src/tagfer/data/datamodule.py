@@ -144,6 +144,8 @@ class FERDataModule(L.LightningDataModule):
         trace_mapper: converts trace boxes between the model's coordinate space and image pixels, so that
             geometric augmentation can move them; None disables geometric augmentation of trace samples.
         require_traces: training samples without a trace are dropped (SFT).
+        prepare_traces: builds the missing trace files; called in :meth:`prepare_data` after the AU caches,
+            so that under DDP one process per node writes them while the others wait.
         train_batch_size: training batch size when it is not ``data.batch_size`` (GRPO: ``rl.batch_size`` prompts).
         seed: seeds the augmentation and the balanced sampler (identical on every DDP rank).
     """
@@ -157,6 +159,7 @@ class FERDataModule(L.LightningDataModule):
         eval_collate: Callable[[list[Sample]], object] | None = None,
         trace_mapper: TraceBoxMapper | None = None,
         require_traces: bool = False,
+        prepare_traces: Callable[[], None] | None = None,
         train_batch_size: int | None = None,
         seed: int = 0,
     ):
@@ -167,6 +170,7 @@ class FERDataModule(L.LightningDataModule):
         self.eval_collate = eval_collate or list
         self.trace_mapper = trace_mapper
         self.require_traces = require_traces
+        self.prepare_traces = prepare_traces
         self.train_batch_size = train_batch_size or data_cfg.batch_size
         self.seed = seed
         self.datasets: dict[str, Dataset] = {}
@@ -174,10 +178,13 @@ class FERDataModule(L.LightningDataModule):
         self._resume: dict | None = None  # position restored from a checkpoint (load_state_dict)
 
     def prepare_data(self) -> None:
-        """Build missing AU caches (and synthetic images) once per node, before ``setup`` on every rank."""
+        """Build missing AU caches (and synthetic images), then missing trace files, once per node, before
+        ``setup`` on every rank."""
         for split in ("train", "val", "test"):
             for spec in self.data_cfg[split]:
                 ensure_au_cache(spec, self.au_cfg)
+        if self.prepare_traces is not None:
+            self.prepare_traces()
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}

@@ -3,8 +3,9 @@
 1. seed everything, save the resolved config into ``<run_dir>/config.yaml``;
 2. load the VLM (building the tiny model when configured) and prepare the policy (vision tower frozen,
    LoRA or full fine-tune);
-3. make sure every training dataset has its trace file (template traces are built when missing; teacher
-   traces must be built beforehand with ``tagfer traces build --source teacher``);
+3. make sure every training dataset has its trace file: template traces are built when missing (in the
+   datamodule's ``prepare_data``, so one process per node writes them under DDP); teacher traces must be
+   built beforehand with ``tagfer traces build --source teacher``;
 4. ``Trainer.fit`` on the FERDataModule (resuming from ``<run_dir>/checkpoints/last.ckpt`` by default);
 5. export the adapter/model + processor to ``<run_dir>/export`` for the RL stage, evaluation and predict.
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 
@@ -29,14 +31,24 @@ from tagfer.training.trainer import build_trainer
 log = logging.getLogger(__name__)
 
 
-def ensure_traces(cfg) -> None:
-    """Build the template trace files that ``data.train`` names and that do not exist yet."""
+def missing_traces(cfg) -> list:
+    """The ``data.train`` specs whose trace file does not exist yet.
+
+    Raises FileNotFoundError when some are missing and ``traces.source`` is not "template": teacher traces
+    need a teacher model and are never built implicitly by a training run.
+    """
     missing = [spec for spec in cfg.data.train if spec.traces and not Path(spec.traces).is_file()]
-    if not missing:
-        return
-    if cfg.traces.source != "template":
+    if missing and cfg.traces.source != "template":
         names = ", ".join(str(spec.traces) for spec in missing)
         raise FileNotFoundError(f"trace files {names} do not exist; build them first: tagfer traces build --source teacher --config <this config>")
+    return missing
+
+
+def ensure_traces(cfg) -> None:
+    """Build the template trace files that ``data.train`` names and that do not exist yet."""
+    missing = missing_traces(cfg)
+    if not missing:
+        return
     from tagfer.reasoning.build import build_traces
 
     log.info("building template traces for %d training set(s)", len(missing))
@@ -48,7 +60,7 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     run_dir = start_run(cfg)
     if not any(spec.traces for spec in cfg.data.train):
         raise ValueError("data.train has no `traces` file: SFT needs reasoning traces (see configs/data/*.yaml)")
-    ensure_traces(cfg)
+    missing_traces(cfg)  # fail before loading the model when teacher traces are missing
 
     model, processor, family = load_vlm(cfg.model, for_training=True)
     model = prepare_policy(model, cfg.model)
@@ -63,6 +75,7 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
         eval_collate=PromptCollator(processor, space, classes=classes, think_tags=think),
         trace_mapper=TraceBoxMapper(space.to_pixels, space.to_model),
         require_traces=True,
+        prepare_traces=partial(ensure_traces, cfg),
         seed=cfg.seed,
     )
     module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
