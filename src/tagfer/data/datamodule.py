@@ -239,7 +239,7 @@ class FERDataModule(L.LightningDataModule):
             items.append(FaceItem(record=record, evidence=entry, trace=trace))
         return items, skipped
 
-    def _loader(self, split: str, *, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, *, batch_size: int) -> DataLoader:
         dataset = self.datasets[split]
         sampler = None
         if split == "train":
@@ -247,7 +247,7 @@ class FERDataModule(L.LightningDataModule):
             if self.data_cfg.balanced_sampling:
                 weights = class_balanced_weights([y for part in _parts(dataset) for y in part.labels])
             world, rank = self._world()
-            sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=shuffle, weights=weights, num_replicas=world, rank=rank)
+            sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=True, weights=weights, num_replicas=world, rank=rank)
             if self._resume is not None:
                 epoch, batches = self._resume_position(math.ceil(sampler.num_samples / batch_size))
                 sampler.resume(epoch, batches * batch_size)
@@ -298,13 +298,13 @@ class FERDataModule(L.LightningDataModule):
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", batch_size=self.train_batch_size, shuffle=True)
+        return self._loader("train", batch_size=self.train_batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", batch_size=self.data_cfg.eval_batch_size, shuffle=False)
+        return self._loader("val", batch_size=self.data_cfg.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", batch_size=self.data_cfg.eval_batch_size, shuffle=False)
+        return self._loader("test", batch_size=self.data_cfg.eval_batch_size)
 
 
 def _parts(dataset: Dataset) -> list[FERDataset]:

@@ -177,7 +177,6 @@ class SFTModule(L.LightningModule):
         self.consecutive_skips = counters.get("consecutive_skips", 0)
 
 
-
 def _first_rows(inputs, n: int):
     """The first ``n`` samples of a generation batch (pixel rows follow ``image_grid_thw``)."""
     if inputs["input_ids"].shape[0] <= n:
