@@ -24,6 +24,7 @@ starts the other rank(s) by re-running this script.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -53,6 +54,7 @@ from tagfer.models.space import ModelSpace  # noqa: E402
 from tagfer.training.collate import PromptCollator, SFTCollator  # noqa: E402
 from tagfer.training.grpo_module import GRPOModule  # noqa: E402
 from tagfer.training.rewards import build_rewards  # noqa: E402
+from tagfer.training.rewards.base import RewardCallback  # noqa: E402
 from tagfer.training.rollout import Rollout, generate_rollout  # noqa: E402
 from tagfer.training.sft_module import SFTModule  # noqa: E402
 from tagfer.training.sharding import consolidated_state_dict  # noqa: E402
@@ -96,6 +98,21 @@ class FixedRolloutGRPO(GRPOModule):
         return Rollout(inputs, append_completions(tokens, ids, mask), completions, GROUP, kept)
 
 
+class NaNOnRank(RewardCallback):
+    """1 for every completion, except NaN (an invalid reward) on the first call of the process of ``rank``."""
+
+    name = "nan_on_rank"
+
+    def __init__(self, rank: int):
+        super().__init__(1.0)
+        self.rank, self.calls = rank, 0
+
+    def __call__(self, completions, batch):
+        self.calls += 1
+        bad = self.calls == 1 and dist.get_rank() == self.rank
+        return [math.nan if bad else 1.0 for _ in completions]
+
+
 class LossRecorder(L.Callback):
     """Per-step loss averaged over ranks (the global-batch loss, see the module docstring)."""
 
@@ -104,6 +121,8 @@ class LossRecorder(L.Callback):
         self.values: list[float] = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.key not in trainer.callback_metrics:  # the first step was skipped (every rank alike)
+            return
         value = trainer.callback_metrics[self.key].detach().clone().float()
         if trainer.world_size > 1:
             dist.all_reduce(value)
@@ -188,6 +207,8 @@ def grpo_module(args):
         logprob_micro_batch=args.micro_batch,
     )
     rewards = build_rewards([{"name": "answer", "weight": 1.0}, {"name": "format", "weight": 1.0}])
+    if args.nan_reward_rank is not None:
+        rewards.append(NaNOnRank(args.nan_reward_rank))
     reference = frozen_reference_copy(model)
     module = FixedRolloutGRPO(model, processor, cfg, rewards, convention=space.convention, reference=reference, gradient_clip_val=1.0)
     return module, processor, space
@@ -225,6 +246,11 @@ def run_grpo(args, out: dict, run_dir: Path) -> None:
     trainer.fit(module, OrderedData(samples, collate, args.global_batch))
     out["grpo_losses"] = recorder.values
     out["grpo_weights"] = trainable_weights(module.model, trainer.global_rank)
+    if args.nan_reward_rank is not None:  # every rank's counters (the test checks they agree)
+        counters = [None] * trainer.world_size
+        dist.all_gather_object(counters, (module.skipped_steps, module.global_step))
+        out["grpo_skipped_and_steps"] = counters
+        return
     out["greedy_ids"], out["generate_all_gathers"] = greedy_ids(module, processor, space, args)
     out["fsdp_units"] = sum(1 for m in module.model.modules() if type(m).__name__.startswith("FSDP"))
     if args.resume:
@@ -257,6 +283,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=0, help="rl.logprob_micro_batch (0: all rows at once)")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--resume", action="store_true", help="also save a checkpoint + export, resume for one more step")
+    parser.add_argument("--nan-reward-rank", type=int, default=None, help="GRPO: this rank's first reward is NaN (needs --devices > 1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out: dict = {}

@@ -76,6 +76,14 @@ def test_fsdp2_matches_single_process_and_resumes_and_exports(single_lora, tiny_
         torch.testing.assert_close(exported[name], value)
 
 
+def test_a_nan_reward_on_one_rank_skips_the_step_on_every_rank(tiny_qwen2_vl_dir, tmp_path):
+    """Rank 1's first GRPO reward is NaN, rank 0's is finite: both ranks skip that step together (a rank
+    going on alone would wait forever in the next collective), then both train on to ``max_steps``."""
+    result = run_worker(tmp_path, tiny_qwen2_vl_dir, "--strategy", "ddp", "--devices", "2", "--stages", "grpo", "--nan-reward-rank", "1")
+    mu = 2  # num_iterations of the worker's GRPO: 2 optimizer steps per batch; max_steps = 2 batches x mu
+    assert result["grpo_skipped_and_steps"] == [(1, 2 * mu), (1, 2 * mu)]
+
+
 @pytest.mark.slow
 def test_fsdp2_full_finetune_matches_single_process(tiny_qwen2_vl_dir, tmp_path):
     """Full fine-tune (frozen vision tower: the rollout's image features serve every pass; a sharded

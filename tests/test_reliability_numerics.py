@@ -25,7 +25,8 @@ from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.training.collate import PromptCollator, SFTCollator
-from tagfer.training.grpo_module import GRPOModule, NonFiniteStepError
+from tagfer.training.grpo_module import GRPOModule
+from tagfer.training.skips import NonFiniteStepError
 from tagfer.training.rewards import build_rewards
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.sft_module import SFTModule

@@ -20,9 +20,9 @@ One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
    clipping, optimizer and scheduler step. With μ = 1, gradients of ``rl.gradient_accumulation_steps``
    rollout batches are summed before each optimizer step.
 
-A non-finite reward or loss skips the step (no parameter update), increments ``skipped_steps`` and is
-logged; after ``rl.max_consecutive_skips`` skips in a row the run stops with an error (the last good
-checkpoint is kept). Logged scalars follow TRL's names: ``reward``, ``reward_std``,
+A non-finite reward, loss or gradient on any rank skips the step on every rank (no parameter update),
+increments ``skipped_steps`` and is logged; after ``rl.max_consecutive_skips`` skips in a row the run stops
+with an error (the last good checkpoint is kept; :mod:`tagfer.training.skips`). Logged scalars follow TRL's names: ``reward``, ``reward_std``,
 ``rewards/<name>/mean|std``, ``frac_reward_zero_std``, ``kl``, ``entropy``, ``clip_ratio/*``,
 ``completions/{mean,min,max}_length``, ``completions/clipped_ratio``, ``num_tokens``, ``step_time``,
 ``generation_time_fraction``, ``loss``, ``skipped_steps``.
@@ -39,8 +39,6 @@ import lightning as L
 import torch
 
 from tagfer.classes import CLASS_NAMES
-import torch.distributed as dist
-
 from tagfer.models.generation import Completions
 from tagfer.models.policy import reference_model
 from tagfer.training.grpo import combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
@@ -49,10 +47,7 @@ from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
 from tagfer.training.rollout import Rollout, generate_rollout
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
-
-
-class NonFiniteStepError(RuntimeError):
-    """Too many consecutive steps had a non-finite reward or loss."""
+from tagfer.training.skips import SkipsNonFiniteSteps
 
 
 def repeat_meta(meta: dict[str, list], n: int) -> dict[str, list]:
@@ -67,7 +62,7 @@ def reward_batch(meta: dict[str, list], group_size: int) -> dict[str, list]:
     return repeated
 
 
-class GRPOModule(L.LightningModule):
+class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     """GRPO on a prepared policy.
 
     Args:
@@ -80,6 +75,9 @@ class GRPOModule(L.LightningModule):
             LoRA (adapter disabled) or ``beta = 0``.
         gradient_clip_val: max gradient norm (None: no clipping).
     """
+
+    STAGE, SKIP_METRIC = "GRPO", "skipped_steps"  # same key and arguments as _log_step: Lightning refuses a mix
+    SKIP_HINT = "lower rl.optim.lr or check the rewards."
 
     def __init__(
         self,
@@ -171,9 +169,11 @@ class GRPOModule(L.LightningModule):
         generation_time = time.perf_counter() - start
         group = self.cfg.num_generations
         try:
-            per_function = self.score(completions, meta)
+            per_function, reward_error = self.score(completions, meta), None
         except NonFiniteRewardError as err:
-            self._skip(str(err))
+            per_function, reward_error = None, err
+        if not self._all_ranks(reward_error is None):
+            self._skip(str(reward_error) if reward_error else "non-finite reward on another rank")
             return
         rewards = combine_rewards(per_function, [callback.weight for callback in self.rewards])
         scale_input = self.all_gather(rewards).reshape(-1) if self.cfg.scale_rewards == "batch" else rewards
@@ -252,7 +252,7 @@ class GRPOModule(L.LightningModule):
                 entropies=entropies,
             )
             loss = loss * self._chunk_weight(rows, mask, n) / self.cfg.gradient_accumulation_steps
-            if not torch.isfinite(loss):
+            if not self._all_ranks(torch.isfinite(loss)):
                 optimizer.zero_grad()
                 self._accumulated = 0
                 self._skip("non-finite loss")
@@ -265,7 +265,7 @@ class GRPOModule(L.LightningModule):
                 stats_sum[key] = stats_sum.get(key, 0.0) + weight * float(value)
         self._accumulated += 1
         if self._accumulated >= self.cfg.gradient_accumulation_steps:
-            if not self._gradients_finite():
+            if not self._all_ranks(local_gradients_finite(self.model.parameters())):  # one device sync
                 optimizer.zero_grad()
                 self._accumulated = 0
                 self._skip("non-finite gradient")
@@ -278,25 +278,6 @@ class GRPOModule(L.LightningModule):
             self._accumulated = 0
         stats_sum["loss"] = total_loss
         return stats_sum, torch.cat(all_logps)
-
-    def _gradients_finite(self) -> bool:
-        """Every gradient finite on every rank (FSDP2 ranks hold different shards, so they agree by a
-        MIN all-reduce: all ranks skip or step together)."""
-        flag = local_gradients_finite(self.model.parameters()).float().to(self.device)
-        if self.trainer.world_size > 1 and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())  # one device sync per optimizer step
-
-    def _skip(self, reason: str) -> None:
-        self.skipped_steps += 1
-        self.consecutive_skips += 1
-        self.log("skipped_steps", float(self.skipped_steps))  # same arguments as _log_step: Lightning refuses a mix
-        self.print(f"GRPO step {self.global_step} skipped: {reason} ({self.consecutive_skips} in a row)")
-        if self.consecutive_skips >= self.cfg.max_consecutive_skips:
-            raise NonFiniteStepError(
-                f"{self.consecutive_skips} consecutive GRPO steps had a {reason}; stopping. The last good checkpoint is "
-                f"{self.trainer.checkpoint_callback.last_model_path or '(none yet)'}; lower rl.optim.lr or check the rewards."
-            )
 
     def _log_step(self, per_function, rewards, completions: Completions, stats, start, generation_time, mask) -> None:
         lengths = completions.lengths.float()

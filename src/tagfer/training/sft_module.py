@@ -10,7 +10,8 @@ logged with the token accuracy (argmax of the shifted logits equals the label, o
 A non-finite loss (on any rank) skips the batch; non-finite gradients skip the optimizer update (the
 gradients are dropped, so Adam leaves every weight and moment untouched; the LR schedule still advances).
 Either increments ``train/skipped_steps``; after ``sft.max_consecutive_skips`` in a row the run stops
-with :class:`~tagfer.training.grpo_module.NonFiniteStepError` naming the last good checkpoint.
+with :class:`~tagfer.training.skips.NonFiniteStepError` naming the last good checkpoint
+(:mod:`tagfer.training.skips`: every rank takes the same decision).
 
 Validation: greedy generation on the first ``sft.val_generate_samples`` validation samples, scored with
 accuracy (:class:`ExpressionClassificationMetrics`), parse rate (:class:`ParseRate`) and grounding
@@ -31,10 +32,10 @@ from tagfer.metrics import ExpressionClassificationMetrics, GroundingFaithfulnes
 from tagfer.models.generation import generate_completions
 from tagfer.models.inputs import IGNORE_INDEX
 from tagfer.reasoning.trace import parse_trace
-from tagfer.training.grpo_module import NonFiniteStepError
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
+from tagfer.training.skips import SkipsNonFiniteSteps
 
 
 def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (predicted[supervised] == target[supervised]).float().mean() if supervised.any() else logits.new_zeros(())
 
 
-class SFTModule(L.LightningModule):
+class SFTModule(SkipsNonFiniteSteps, L.LightningModule):
     """Supervised fine-tuning of a prepared policy (:func:`tagfer.models.policy.prepare_policy`).
 
     Args:
@@ -59,6 +60,9 @@ class SFTModule(L.LightningModule):
         classes: the label space of the prompts and the metrics.
         au_threshold: AU activation threshold of the faithfulness metric.
     """
+
+    STAGE, SKIP_METRIC = "SFT", "train/skipped_steps"
+    SKIP_HINT = "lower sft.optim.lr or check the data."
 
     def __init__(
         self, model, processor, sft_cfg, *, convention: str, classes: Sequence[str] = CLASS_NAMES, au_threshold: float = 0.5
@@ -81,7 +85,7 @@ class SFTModule(L.LightningModule):
         inputs = batch["inputs"]
         out = self.model(**inputs)
         batch_size = inputs["input_ids"].shape[0]
-        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(out.loss)), all=True):
+        if not self._all_ranks(torch.isfinite(out.loss)):
             self._skip("non-finite loss")
             return None  # Lightning skips backward and the update for this batch
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
@@ -93,24 +97,12 @@ class SFTModule(L.LightningModule):
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:  # every batch of this step was skipped already
             return
-        finite = bool(local_gradients_finite(params))  # one device sync
-        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+        if self._all_ranks(local_gradients_finite(params)):  # one device sync
             self.consecutive_skips = 0
             return
         for p in params:
             p.grad = None  # torch optimizers leave parameters without a gradient untouched
         self._skip("non-finite gradient")
-
-    def _skip(self, reason: str) -> None:
-        self.skipped_steps += 1
-        self.consecutive_skips += 1
-        self.log("train/skipped_steps", float(self.skipped_steps))
-        self.print(f"SFT step {self.global_step} skipped: {reason} ({self.consecutive_skips} in a row)")
-        if self.consecutive_skips >= self.cfg.max_consecutive_skips:
-            raise NonFiniteStepError(
-                f"{self.consecutive_skips} consecutive SFT steps had a {reason}; stopping. The last good checkpoint is "
-                f"{self.trainer.checkpoint_callback.last_model_path or '(none yet)'}; lower sft.optim.lr or check the data."
-            )
 
     def on_validation_epoch_start(self) -> None:
         self._val_generated = 0
