@@ -30,6 +30,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tagfer.atomic_files import atomic_write_text
+
 STAGES = ("sft", "rl", "eval", "baseline", "demo")
 
 #: Enumerated string options, checked when a config is loaded (key path → allowed values).
@@ -415,11 +417,7 @@ def save_config(cfg: DictConfig, run_dir: str | os.PathLike) -> Path:
     """Write the resolved config to ``<run_dir>/config.yaml`` (atomically) and return its path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / "config.yaml"
-    tmp = target.with_suffix(f".yaml.tmp-{os.getpid()}")  # one per process: every DDP rank saves it
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # every DDP rank saves it
 
 
 def _config_root(path: Path) -> Path:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tagfer.atomic_files import atomic_write_text
 from tagfer.classes import CLASS_INDEX, CLASS_NAMES, class_subset
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_file
 from tagfer.data.records import FaceRecord
@@ -66,9 +67,7 @@ def face_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_manifest(root: Path) -> dict | None:

@@ -29,6 +29,7 @@ import json
 import os
 from pathlib import Path
 
+from tagfer.atomic_files import atomic_write_text
 from tagfer.evaluation.published import BENCHMARKS, benchmark_column, published_for
 from tagfer.metrics import SCORE_NAMES
 
@@ -37,12 +38,6 @@ REPORT_MD = "report.md"
 
 #: The keys every dataset entry has (extra keys may follow).
 DATASET_KEYS = ("n", "classes", "accuracy", "mean_class_accuracy", "macro_f1", "parse_rate", "faithfulness", "confusion_matrix")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_report(out_dir: str | os.PathLike, datasets: dict[str, dict], **extra) -> Path:
@@ -59,8 +54,8 @@ def write_report(out_dir: str | os.PathLike, datasets: dict[str, dict], **extra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / REPORT_JSON
-    _write_atomic(target, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    _write_atomic(out_dir / REPORT_MD, render_markdown(report))
+    atomic_write_text(target, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out_dir / REPORT_MD, render_markdown(report))
     return target
 
 

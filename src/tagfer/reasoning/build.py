@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tagfer.atomic_files import atomic_write_text
 from tagfer.classes import CLASS_NAMES
 from tagfer.config import ConfigError
 from tagfer.models.boxes import Size
@@ -147,10 +147,7 @@ class BuildReport:
 
 def _write_stats(report: BuildReport) -> Path:
     target = report.path.with_name(report.path.name.removesuffix(".jsonl") + ".stats.json")
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2))
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(target, json.dumps(report.to_json(), indent=2))
 
 
 # -------------------------------------------------------------------------------------- the build
