@@ -12,6 +12,8 @@ e.g. :func:`synthetic_face_image` for faces that landmark detectors can find.
 from __future__ import annotations
 
 import csv
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,3 +242,16 @@ def imagefolder_tree(root: Path, counts: dict[str, dict[str, int]] | None = None
                 write_image(root / split / folder / f"{k:03d}.{'jpg' if k % 2 == 0 else 'png'}", image(index))
                 index += 1
     return root
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type + data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int = 20_000) -> bytes:
+    """A valid 1-bit grey PNG declaring ``side × side`` pixels, all black (a "decompression bomb": about
+    48 KB on disk for 20000², 400 megapixels once decoded)."""
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+    rows = zlib.compress(b"\x00" * ((side // 8 + 1) * side), 9)
+    return b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")

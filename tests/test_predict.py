@@ -81,6 +81,16 @@ def test_predict_text_output_names_label_and_grounding(tiny_qwen2_vl_dir, tmp_pa
     assert "label: " in out and "grounding: " in out and f"saved: {tmp_path / 'png' / 'synthetic_face.png'}" in out
 
 
+def test_an_image_that_cannot_be_decoded_gets_one_line_and_the_others_are_predicted(tiny_qwen2_vl_dir, tmp_path, images, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not an image")
+    assert _run(tiny_qwen2_vl_dir, [broken, images["synthetic"]], tmp_path / "png", "--json") == 1
+    captured = capsys.readouterr()
+    assert [Path(json.loads(line)["image"]).name for line in captured.out.strip().splitlines()] == ["synthetic_face.png"]
+    assert f"{broken}: cannot decode image (UnidentifiedImageError: cannot identify image file '{broken}'); skipped\n" in captured.err
+    assert (tmp_path / "png" / "synthetic_face.png").is_file() and not (tmp_path / "png" / "broken.png").exists()
+
+
 def test_predict_maps_model_boxes_to_pixels(tiny_qwen2_vl_dir, tmp_path, images):
     """A scripted completion citing a norm1000 box comes back in image pixels and is scored against the detector."""
     from fixtures_models import tiny_model_cfg

@@ -245,3 +245,30 @@ def test_a_file_is_not_resumed_with_other_settings(tmp_path, dataset) -> None:
     with pytest.raises(ConfigError, match="'convention': 'norm1000'.*'convention': 'pixels'"):
         spec = config(tmp_path).data.train[0]
         build_trace_file(spec, tmp_path / "t.jsonl", records, FakeCache(evidence), config(tmp_path), source="template", student=TEACHER, progress=False)
+
+
+def test_images_that_no_longer_decode_are_rejected_with_their_reason(tmp_path, dataset) -> None:
+    """A cached record whose file header no longer reads is rejected before the teacher; one whose pixels
+    no longer decode (truncated after the header) is rejected by the teacher path; the others go on."""
+    from PIL import Image
+
+    records, evidence = dataset
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    Image.fromarray(np.zeros((SIZE[1], SIZE[0], 3), np.uint8)).save(tmp_path / "full.png")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    broken = [FaceRecord(id=f"img/{name}", dataset="synthetic", split="train", label=CLASS_INDEX["happiness"], image_path=path) for name, path in (("text.png", text), ("truncated.png", truncated))]
+    evidence.update({r.id: evidence["img/000.png"] for r in broken})
+
+    def generate(images, prompts):
+        return [teacher_reply("happiness", (40.0, 100.0, 180.0, 150.0)) for _ in prompts]
+
+    cfg = config(tmp_path, teacher={"max_format_retries": 1, "max_label_retries": 1, "batch_size": 2})
+    report = build(tmp_path, [records[0], *broken], FakeCache(evidence), cfg, source="teacher", teacher=(generate, TEACHER, "fake-vlm"))
+    assert sorted(read_traces(tmp_path / "t.jsonl")) == ["img/000.png"]
+    rejected = {json.loads(l)["id"]: json.loads(l) for l in rejected_path(tmp_path / "t.jsonl").read_text().splitlines()}
+    assert {k: v["reason"] for k, v in rejected.items()} == {"img/text.png": "corrupt_image", "img/truncated.png": "corrupt_image"}
+    assert f"{text}: cannot read the image header (UnidentifiedImageError" in rejected["img/text.png"]["provenance"]["detail"]
+    assert f"{truncated}: cannot decode image" in rejected["img/truncated.png"]["provenance"]["detail"]
+    assert report.drop_reasons == {"corrupt_image": 2}

@@ -135,6 +135,9 @@ class AUConfig:
     top_k: int = 5
     workers: int = 0
     shard_size: int = 256
+    # Detection decodes larger images reduced to at most this many pixels (JPEG: in the decoder) and scales
+    # landmarks and boxes back to the original pixels (tagfer.data.images.decode_image); null: full size.
+    detect_max_pixels: Optional[int] = 4_194_304  # 2048 × 2048
     quality: QualityConfig = field(default_factory=QualityConfig)
 
 
@@ -389,6 +392,8 @@ def _check_choices(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    if cfg.au.detect_max_pixels is not None and cfg.au.detect_max_pixels < 1:
+        raise ConfigError(f"au.detect_max_pixels={cfg.au.detect_max_pixels}; expected a positive int or null (decode at full size)")
     if cfg.trainer.num_threads is not None and cfg.trainer.num_threads < 1:
         raise ConfigError(f"trainer.num_threads={cfg.trainer.num_threads}; expected a positive int or null (torch's default)")
     for group in ("train", "val", "test"):

@@ -8,9 +8,11 @@ reads each requested split with the dataset reader and calls :func:`build_split`
    resumed with the same plan keeps every finished shard (checksum verified) and recomputes the rest;
    a different plan for an unfinished split starts that split over;
 3. runs the missing shards in worker processes (``workers`` > 0) or in-process: each image is decoded
-   (``tagfer.data.images.load_image``), passed to the detector, measured by the face-quality filter,
-   and stored as one row; a corrupt image is skipped and listed (or raises with ``strict``); a face
-   that is not found is stored with ``face_found = False``;
+   (``tagfer.data.images.decode_image``, reduced to at most ``detect_max_pixels``), passed to the
+   detector (landmarks and boxes scaled back to original pixels: ``AUDetector.detect_decoded``),
+   measured by the face-quality filter (on the decoded image), and stored as one row; an image that
+   cannot be decoded — whatever the decoder raised — is skipped and listed with its reason (or raises
+   with ``strict``); a face that is not found is stored with ``face_found = False``;
 4. writes ``<out>/<split>/index.json`` and finally records the split in ``<out>/meta.json``.
 
 A lock file (``<out>/.lock``, ``fcntl.flock``) keeps two builds from writing one cache at once.
@@ -39,9 +41,10 @@ from tagfer.au.detectors import DetectorSpec
 from tagfer.au.fingerprint import dataset_fingerprint
 from tagfer.au.quality import VERDICTS, laplacian_sharpness, quality_verdict
 from tagfer.au.quality import face_size as box_face_size
+from tagfer.au.regions import scale_box
 from tagfer.au.shards import atomic_write_json, evidence_row, read_shard_info, row_dtype, shard_name, write_shard
 from tagfer.au.vocabulary import AU_LIST
-from tagfer.config import SPLITS, DatasetSpec, QualityConfig
+from tagfer.config import SPLITS, AUConfig, DatasetSpec, QualityConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +63,29 @@ class ShardTask:
 _WORKER: dict = {}
 
 
-def _init_worker(detector: DetectorSpec, quality: dict, strict: bool) -> None:
-    _WORKER.update(detector=detector.create(), quality=QualityConfig(**quality), strict=strict)
+def _init_worker(detector: DetectorSpec, quality: dict, strict: bool, max_pixels: int | None) -> None:
+    _WORKER.update(detector=detector.create(), quality=QualityConfig(**quality), strict=strict, max_pixels=max_pixels)
 
 
 def _run_shard(task: ShardTask) -> tuple[int, int, Counter]:
     """Detect every record of one shard and write the shard; returns (index, records done, verdict counts)."""
-    from tagfer.data.images import CorruptImageError, load_image
+    from tagfer.data.images import CorruptImageError, decode_image
 
     detector, quality, strict = _WORKER["detector"], _WORKER["quality"], _WORKER["strict"]
     prob_aus, box_aus = detector.au_list, AU_LIST
     ids, rows, skipped, counts = [], [], {}, Counter()
     for record in task.records:
         try:
-            image = load_image(record)
+            decoded = decode_image(record, _WORKER["max_pixels"])
         except CorruptImageError as err:
             if strict:
                 raise
             skipped[record.id] = str(err)
             counts["corrupt (skipped)"] += 1
             continue
-        evidence = detector.detect(image, record)
-        sharpness = laplacian_sharpness(image, evidence.face_box) if evidence.face_found else 0.0
+        evidence = detector.detect_decoded(decoded, record)
+        sx, sy = decoded.scale
+        sharpness = laplacian_sharpness(decoded.pixels, scale_box(evidence.face_box, 1 / sx, 1 / sy)) if evidence.face_found else 0.0
         size = box_face_size(evidence.face_box) if evidence.face_found else 0.0
         verdict = quality_verdict(evidence.face_found, evidence.face_score, size, sharpness, quality)
         counts[verdict] += 1
@@ -132,6 +136,7 @@ def build_split(
     quality: QualityConfig | None = None,
     shard_size: int = 256,
     workers: int = 0,
+    detect_max_pixels: int | None = AUConfig.detect_max_pixels,
     strict: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -142,6 +147,8 @@ def build_split(
     Args:
         source: :func:`dataset_source` (dataset name, root, reader options) for ``meta.json``.
         quality: face-quality thresholds (default ``QualityConfig()``: only "no face" fails).
+        detect_max_pixels: images with more pixels are decoded reduced to at most this many for the
+            detector (``tagfer.data.images.decode_image``); the cache keeps original pixels. None: full size.
         overwrite: replace this split if it is already cached, or the whole cache when it was built
             by another detector / box mode.
         on_shard: called with ``(shard index, records in it)`` after each finished shard.
@@ -155,6 +162,8 @@ def build_split(
     quality_dict = {f.name: getattr(quality, f.name) for f in dataclasses.fields(QualityConfig)}
     if shard_size < 1:
         raise ValueError(f"shard_size must be ≥ 1, got {shard_size}")
+    if detect_max_pixels is not None and detect_max_pixels < 1:
+        raise ValueError(f"detect_max_pixels must be ≥ 1 or None (full size), got {detect_max_pixels}")
     records = sorted(records, key=lambda r: r.id)
     if any(r.split != split for r in records):
         raise ValueError(f"build_split(split={split!r}) got records of other splits: {sorted({r.split for r in records})}")
@@ -179,11 +188,12 @@ def build_split(
             "detector": instance.describe(),
             "box_mode": detector.box_mode,
             "quality": quality_dict,
+            "detect_max_pixels": detect_max_pixels,
         }
         _start_plan(directory, plan, reset=overwrite)
         shards = [records[i : i + shard_size] for i in range(0, len(records), shard_size)]
         todo = [ShardTask(i, chunk, directory) for i, chunk in enumerate(shards) if read_shard_info(directory, i) is None]
-        counts = _run_tasks(todo, detector, quality_dict, strict, workers, len(records) - sum(len(t.records) for t in todo), len(records), progress, on_shard)
+        counts = _run_tasks(todo, detector, (quality_dict, strict, detect_max_pixels), workers, len(records) - sum(len(t.records) for t in todo), len(records), progress, on_shard)
         _finish_split(out, directory, meta, plan, len(shards), counts)
     return AUCache.open(out)
 
@@ -259,7 +269,8 @@ def _start_plan(directory: Path, plan: dict, reset: bool) -> None:
         atomic_write_json(path, plan)
 
 
-def _run_tasks(todo, detector, quality, strict, workers, done, total, progress, on_shard) -> Counter:
+def _run_tasks(todo, detector, settings: tuple, workers, done, total, progress, on_shard) -> Counter:
+    """Run the shards ``todo``; ``settings`` = ``(quality dict, strict, detect_max_pixels)`` for :func:`_init_worker`."""
     from tqdm.auto import tqdm
 
     counts: Counter = Counter()
@@ -267,14 +278,14 @@ def _run_tasks(todo, detector, quality, strict, workers, done, total, progress, 
     try:
         if workers > 0 and len(todo) > 1:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(detector, quality, strict)) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(detector, *settings)) as pool:
                 for index, n, shard_counts in pool.map(_run_shard, todo):
                     counts.update(shard_counts)
                     bar.update(n)
                     if on_shard:
                         on_shard(index, n)
         else:
-            _init_worker(detector, quality, strict)
+            _init_worker(detector, *settings)
             for task in todo:
                 index, n, shard_counts = _run_shard(task)
                 counts.update(shard_counts)
@@ -371,6 +382,7 @@ def build_command(args: argparse.Namespace) -> int:
             quality=quality,
             shard_size=args.shard_size,
             workers=args.workers,
+            detect_max_pixels=args.detect_max_pixels or None,
             strict=args.strict,
             overwrite=args.overwrite,
             progress=not args.no_progress,

@@ -309,6 +309,7 @@ def ensure_au_cache(spec, au_cfg, *, progress: bool = True) -> AUCache:
             quality=au_cfg.quality,
             shard_size=au_cfg.shard_size,
             workers=au_cfg.workers,
+            detect_max_pixels=au_cfg.detect_max_pixels,
             progress=progress,
         )
     cache = AUCache.open(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tagfer.config import CHOICES, SPLITS, DatasetSpec, QualityConfig
+from tagfer.config import CHOICES, SPLITS, AUConfig, DatasetSpec, QualityConfig
 
 
 def register(subparsers) -> None:
@@ -45,6 +45,13 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("build options")
     run.add_argument("--workers", type=int, default=0, help="worker processes (0: in this process)")
     run.add_argument("--shard-size", type=int, default=256, help="images per shard (the unit of resuming)")
+    run.add_argument(
+        "--detect-max-pixels",
+        type=int,
+        default=AUConfig.detect_max_pixels,
+        help="larger images are decoded reduced to at most this many pixels for the detector (JPEG: in the decoder); "
+        "landmarks and boxes are scaled back to original pixels; 0: full size",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace an existing cache (or split) instead of refusing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     qual = parser.add_argument_group("face-quality filter")

@@ -135,6 +135,12 @@ def clip_box(box, width: float, height: float) -> Box:
     )
 
 
+def scale_box(box, sx: float, sy: float) -> Box:
+    """``(x1·sx, y1·sy, x2·sx, y2·sy)``: ``box`` in the pixels of an image resized by ``(sx, sy)``."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+
+
 def au_centres(landmarks, au: str) -> np.ndarray:
     """The ``[k, 2]`` centres of ``au`` (table above): landmark points shifted by ``offset · ruler`` in y."""
     if au not in AU_CENTRES:

@@ -36,7 +36,7 @@ from tagfer.au.detectors import AUDetector, DetectorSpec
 from tagfer.au.evidence import AUEvidence
 from tagfer.cli_common import default_config
 from tagfer.config import load_config
-from tagfer.data.images import load_image
+from tagfer.data.images import CorruptImageError, load_image
 from tagfer.data.records import FaceRecord
 from tagfer.evaluation.inference import InferenceModel, load_inference_model
 from tagfer.evaluation.predictions import Prediction
@@ -99,6 +99,19 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _decode(paths: Sequence[str], pngs: Sequence[Path], notify) -> list[tuple[str, Path, FaceRecord, np.ndarray]]:
+    """``(path, png, record, pixels)`` of each image that decodes; ``notify`` gets one line per other image."""
+    decoded = []
+    for path, png in zip(paths, pngs):
+        # label 0 is a placeholder: FaceRecord needs one, and neither the detector nor the model reads it.
+        record = FaceRecord(id=Path(path).as_posix(), dataset="predict", split="test", label=0, image_path=Path(path))
+        try:
+            decoded.append((path, png, record, load_image(record)))
+        except CorruptImageError as err:
+            notify(f"{err}; skipped")
+    return decoded
+
+
 def predict_images(
     engine: InferenceModel,
     detector: AUDetector,
@@ -112,24 +125,25 @@ def predict_images(
 ) -> list[ImagePrediction]:
     """Detect, generate, parse and draw for every image (see the module docstring).
 
-    ``notify`` receives the "no face detected" notices.
+    ``notify`` receives the "no face detected" notices and, for an image that cannot be decoded
+    (whatever the decoder raised), one line naming it and why; that image is left out of the results.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = _png_paths(images, out_dir)
+    all_pngs = _png_paths(images, out_dir)
     results: list[ImagePrediction] = []
     for start in range(0, len(images), batch_size):
-        paths = list(images[start : start + batch_size])
-        # label 0 is a placeholder: FaceRecord needs one, and neither the detector nor the model reads it.
-        records = [FaceRecord(id=Path(p).as_posix(), dataset="predict", split="test", label=0, image_path=Path(p)) for p in paths]
-        pixels = [load_image(record) for record in records]
+        decoded = _decode(images[start : start + batch_size], all_pngs[start : start + batch_size], notify)
+        if not decoded:
+            continue
+        paths, pngs, records, pixels = (list(column) for column in zip(*decoded))
         evidence = [detector.detect(image, record) for image, record in zip(pixels, records)]
         for path, found in zip(paths, evidence):
             if not found.face_found:
                 notify(f"{path}: no face detected by the {detector.name} detector; the model sees the whole image and there are no detector boxes")
         inputs = build_generation_inputs(engine.processor, pixels, [engine.prompt] * len(paths))
         predictions = engine.predict(inputs, max_new_tokens=max_new_tokens)
-        for path, image, found, prediction, png in zip(paths, pixels, evidence, predictions, pngs[start : start + batch_size]):
+        for path, image, found, prediction, png in zip(paths, pixels, evidence, predictions, pngs):
             results.append(_finish(engine, path, image, found, prediction, png, threshold))
     return results
 
@@ -199,4 +213,4 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     for result in results:
         print(json.dumps(result.to_json(threshold), ensure_ascii=False) if args.json else format_text(result, threshold) + "\n")
-    return 0
+    return 0 if len(results) == len(args.images) else 1  # 1: some image could not be decoded (told above)

@@ -29,6 +29,7 @@ from typing import Any
 from tagfer.atomic_files import atomic_write_text
 from tagfer.classes import CLASS_NAMES
 from tagfer.config import ConfigError
+from tagfer.data.images import CorruptImageError, image_size, load_image
 from tagfer.models.boxes import Size
 from tagfer.models.space import ModelSpace
 from tagfer.reasoning.template import (
@@ -160,16 +161,6 @@ class _Sample:
     orig_size: Size
 
 
-def image_size(record: Any) -> Size:
-    """``(width, height)`` of a record's image, reading only the file header."""
-    from PIL import Image
-
-    if record.pixels is not None:
-        return int(record.pixels.shape[1]), int(record.pixels.shape[0])
-    with Image.open(record.image_path) as image:
-        return image.size
-
-
 class _Build:
     """Writes one trace file: resumes, rejects, converts boxes, counts."""
 
@@ -202,7 +193,8 @@ class _Build:
         return record_id in self.kept.ids or record_id in self.rejected.ids
 
     def samples(self, records: list, cache: Any, progress: Callable[[], None]) -> Iterator[_Sample]:
-        """Records not yet done that have evidence and pass the quality filter; the others are rejected."""
+        """Records not yet done that have evidence, pass the quality filter and whose image header reads;
+        the others are rejected (``not_in_au_cache``, ``failed_quality``, ``corrupt_image`` with its reason)."""
         for record in records:
             if self.done(record.id):
                 continue
@@ -212,8 +204,13 @@ class _Build:
             elif not cache.passed_quality(record.id):
                 self.reject(record, "failed_quality", {})
             else:
-                yield _Sample(record, evidence, image_size(record))
-                continue
+                try:
+                    size = image_size(record)
+                except CorruptImageError as err:
+                    self.reject(record, "corrupt_image", {"detail": str(err)})
+                else:
+                    yield _Sample(record, evidence, size)
+                    continue
             progress()
 
     def keep(self, sample: _Sample, text: str, provenance: dict) -> None:
@@ -301,8 +298,6 @@ def _teacher(
     teacher_space: ModelSpace,
     teacher_name: str,
 ) -> None:
-    from tagfer.data.images import load_image
-
     cfg = build.cfg
     options = TeacherOptions(
         teacher=teacher_name,
@@ -316,9 +311,15 @@ def _teacher(
 
     def requests() -> Iterator[TeacherSample]:
         for sample in samples:
+            try:
+                image = load_image(sample.record)
+            except CorruptImageError as err:  # the file changed or broke since its AU-cache entry
+                build.reject(sample.record, "corrupt_image", {"detail": str(err)})
+                progress()
+                continue
             top = groundable_top_k(sample.evidence, int(cfg.traces.top_k), float(cfg.au.threshold))
             boxes = {au: integer_box(teacher_space.to_model(sample.evidence.au_box[au], sample.orig_size)) for au in top}
-            yield TeacherSample(sample.record.id, load_image(sample.record), sample.record.label_name, top, boxes, {"sample": sample})
+            yield TeacherSample(sample.record.id, image, sample.record.label_name, top, boxes, {"sample": sample})
 
     for outcome in run_teacher(requests(), generate, options):
         sample = outcome.sample.meta["sample"]

@@ -14,8 +14,9 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from tagfer.au.evidence import AUEvidence
-from tagfer.au.regions import au_boxes, check_landmarks, landmarks_box
+from tagfer.au.regions import au_boxes, check_landmarks, landmarks_box, scale_box
 from tagfer.au.vocabulary import AU_LIST
+from tagfer.data.images import DecodedImage
 from tagfer.data.records import FaceRecord
 
 BOX_MODES = ("region", "au")
@@ -25,12 +26,15 @@ class AUDetector(ABC):
     """One AU source. Subclasses set ``name`` (registry key), ``version`` and ``au_list``.
 
     ``version`` changes whenever the output of the detector changes for the same input: a cache built
-    by another version is stale. ``au_list`` is the ordered tuple of AUs in ``au_prob``.
+    by another version is stale. ``au_list`` is the ordered tuple of AUs in ``au_prob``. ``reads_pixels``
+    is True for a detector whose landmarks are found in the image handed in (so they are pixels of
+    that array), False for one whose landmarks come with the record or from files (original pixels).
     """
 
     name: str = ""
     version: str = ""
     au_list: tuple[str, ...] = ()
+    reads_pixels: bool = False
 
     def __init__(self, box_mode: str = "region"):
         if box_mode not in BOX_MODES:
@@ -43,6 +47,21 @@ class AUDetector(ABC):
 
         Never raises for "no face": returns ``AUEvidence(face_found=False)``.
         """
+
+    def detect_decoded(self, decoded: DecodedImage, record: FaceRecord) -> AUEvidence:
+        """:meth:`detect` on a possibly reduced decode (``tagfer.data.images.decode_image``), in original pixels.
+
+        For a reduced image with ``(sx, sy) = decoded.scale``, the landmarks and face box of a detector
+        that reads pixels are multiplied by ``(sx, sy)`` (other detectors' are original pixels already),
+        and the AU boxes are recomputed from the landmarks at ``decoded.original_size``.
+        """
+        evidence = self.detect(decoded.pixels, record)
+        if decoded.size == decoded.original_size or not evidence.face_found or evidence.landmarks is None:
+            return evidence
+        sx, sy = decoded.scale if self.reads_pixels else (1.0, 1.0)
+        landmarks = np.asarray(evidence.landmarks, dtype=np.float64) * np.array([sx, sy])
+        face_box = None if evidence.face_box is None else scale_box(evidence.face_box, sx, sy)
+        return self.evidence(landmarks, decoded.original_size, evidence.au_prob, face_box, evidence.face_score)
 
     def missing(self, records: list[FaceRecord]) -> list[str]:
         """Ids of ``records`` this source has no data for (importers: no matching output file)."""

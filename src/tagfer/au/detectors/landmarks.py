@@ -28,6 +28,7 @@ class BuiltinDetector(AUDetector):
     """
 
     name = "builtin"
+    reads_pixels = True
 
     def __init__(self, box_mode: str = "region", crop_fallback: bool = False, model: GeometryModel = GEOMETRY_MODEL):
         super().__init__(box_mode)
