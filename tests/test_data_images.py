@@ -166,3 +166,12 @@ def test_no_face_in_a_reduced_decode_stays_no_face():
 def test_scale_box():
     assert scale_box((1, 2, 3, 4), 2.0, 0.5) == (2.0, 1.0, 6.0, 2.0)
     assert math.isclose(scale_box(scale_box((10, 20, 30, 40), 4.0, 3.0), 1 / 4.0, 1 / 3.0)[3], 40.0)
+
+
+def test_the_detection_ceiling_is_a_positive_int_or_null(configs_dir):
+    from tagfer.config import ConfigError, load_config
+
+    assert load_config(configs_dir / "eval.yaml").au.detect_max_pixels == 2048 * 2048
+    assert load_config(configs_dir / "eval.yaml", ["au.detect_max_pixels=null"]).au.detect_max_pixels is None
+    with pytest.raises(ConfigError, match=r"au\.detect_max_pixels=0; expected a positive int or null"):
+        load_config(configs_dir / "eval.yaml", ["au.detect_max_pixels=0"])
