@@ -121,3 +121,19 @@ def test_strict_names_the_bomb_and_training_counts_it_as_a_skip(tmp_path):
     dm.setup("validate")
     assert dm.skipped["val"] == {"not in AU cache (corrupt image)": 1}
     assert [item.record.id for item in dm.datasets["val"].items] == ["test/happy/photo.jpg"]
+
+
+def test_a_bug_in_the_detector_is_not_taken_for_a_bad_image(tmp_path, monkeypatch):
+    """Only decoding is guarded: an exception from the detector stops the build."""
+    from tagfer.au.build import build_split
+    from tagfer.au.detectors import DetectorSpec
+    from tagfer.au.detectors.landmarks import BuiltinDetector
+    from tagfer.data.records import FaceRecord
+
+    def broken(self, image, record):
+        raise RuntimeError("detector bug")
+
+    monkeypatch.setattr(BuiltinDetector, "detect", broken)
+    photo = FaceRecord("photo.jpg", "imagefolder", "test", 3, image_path=FACE)
+    with pytest.raises(RuntimeError, match="detector bug"):
+        build_split([photo], DetectorSpec("builtin"), tmp_path / "cache", split="test", source={"dataset": "imagefolder"}, progress=False)
