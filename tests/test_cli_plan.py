@@ -90,3 +90,40 @@ def test_lightning_start_up_lines_print_once():
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in (result.stdout + result.stderr).splitlines() if "GPU available" in line]
     assert len(lines) == 1 and " INFO lightning.pytorch" in lines[0], lines
+
+
+def test_rl_from_a_fresh_clone_trains_sft_first_then_reuses_its_export(tmp_path, monkeypatch, tiny_qwen2_vl_dir, capsys):
+    monkeypatch.chdir(tmp_path)
+    four = "{name: synthetic, root: %s, split: %%s, num_samples: 4, pose: aligned%%s}" % (tmp_path / "data")
+    argv = [
+        "train",
+        "--config",
+        str(REPO / "configs" / "rl.yaml"),
+        f"data.train=[{four % ('train', ', traces: ' + str(tmp_path / 'traces.jsonl'))}]",
+        f"data.val=[{four % ('val', '')}]",
+        f"data.test=[{four % ('test', '')}]",
+        f"au.cache_dir={tmp_path / 'au_cache'}",
+        f"model.name_or_path={tiny_qwen2_vl_dir}",
+        "model.build_tiny=false",
+        "traces.top_k=2",
+        "data.batch_size=4",
+        "data.augment.enabled=false",
+        "sft.val_generate_samples=0",
+        "trainer.limit_val_batches=0.0",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.num_threads=null",  # keep this test process's torch threads
+        "rl.num_generations=2",
+        "rl.max_new_tokens=16",
+        "trainer.max_steps=1",  # GRPO's length; the SFT stage keeps sft.yaml's 3 epochs
+    ]
+    assert main(argv) == 0
+    assert "sft first: model.init_from=outputs/runs/sft/export does not exist yet" in capsys.readouterr().out
+    sft, rl = tmp_path / "outputs" / "runs" / "sft", tmp_path / "outputs" / "runs" / "rl"
+    for run in (sft, rl):
+        assert (run / "export" / "tagfer_export.json").is_file() and list((run / "tb").rglob("events.out.tfevents.*"))
+    assert OmegaConf.load(sft / "config.yaml").trainer.max_epochs == 3
+    sft_export_time = (sft / "export" / "tagfer_export.json").stat().st_mtime_ns
+    assert main(argv) == 0  # the second run: GRPO alone, resumed from its last checkpoint
+    assert "sft first" not in capsys.readouterr().out
+    assert (sft / "export" / "tagfer_export.json").stat().st_mtime_ns == sft_export_time

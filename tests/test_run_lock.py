@@ -109,7 +109,7 @@ def _train_command(tmp_path: Path, tiny_model: Path) -> list[str]:
         "data.augment.enabled=false",
         "sft.val_generate_samples=0",
         "sft.max_new_tokens=8",
-        "trainer.limit_val_batches=0",
+        "trainer.limit_val_batches=0.0",
         "trainer.max_epochs=-1",
         "trainer.max_steps=1",
         "trainer.accelerator=cpu",
