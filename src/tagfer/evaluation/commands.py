@@ -48,7 +48,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)  # fails fast, before the heavy imports
     if args.dry_run:
-        plan = [f"evaluate {cfg.eval.checkpoint or cfg.model.name_or_path} → {cfg.eval.out_dir or cfg.run_dir}"]
+        plan = [f"evaluate {evaluated_model(cfg)[1]} → {cfg.eval.out_dir or cfg.run_dir}"]
         plan += dataset_lines(cfg.eval.datasets or cfg.data.test, "eval.datasets" if cfg.eval.datasets else "data.test")
         return report_dry_run(f"evaluate --config {args.config} {' '.join(args.overrides)}".rstrip(), plan, eval_problems(cfg))
     from tagfer.evaluation.runner import run_evaluation
@@ -62,13 +62,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 def eval_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
     """What an evaluation of ``cfg`` needs that is missing: the checkpoint and the test sets' roots
     (``produced``: paths earlier stages of a plan create)."""
-    checkpoint = cfg.eval.checkpoint or cfg.model.name_or_path
+    key, checkpoint = evaluated_model(cfg)
     problems = []
     if not Path(checkpoint).exists() and str(checkpoint) not in produced:
-        key = "eval.checkpoint" if cfg.eval.checkpoint else "model.name_or_path"
         problems.append(f"{key}={checkpoint!r} does not exist; point it at an export (<run_dir>/export)")
     key = "eval.datasets" if cfg.eval.datasets else "data.test"
     return problems + missing_roots(cfg.eval.datasets or cfg.data.test, key)
+
+
+def evaluated_model(cfg) -> tuple[str, str]:
+    """``(key, path)`` of the model an evaluation loads: ``eval.checkpoint``, else ``model.init_from``,
+    else ``model.name_or_path``."""
+    for key in ("eval.checkpoint", "model.init_from", "model.name_or_path"):
+        section, name = key.split(".")
+        if cfg[section][name]:
+            return key, str(cfg[section][name])
+    return "model.name_or_path", ""
 
 
 def predict_config_path(args: argparse.Namespace) -> str:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tagfer.cli_common import add_config_arguments, add_dry_run_argument, dataset_lines, report_dry_run
+from tagfer.evaluation.commands import eval_problems, evaluated_model
 
 TRAIN_HELP = "train the stage named by the config (sft, rl, baseline, demo)"
 DEMO_HELP = "the whole pipeline on synthetic faces + a tiny offline Qwen2-VL (data → AU cache → traces → SFT → GRPO → eval)"
@@ -46,7 +47,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace, plan) -> int:
     """Print the resolved stage plan and what each stage still needs (nothing heavy is imported)."""
-    from tagfer.evaluation.commands import eval_problems
     from tagfer.training.preflight import stage_problems
 
     lines, problems, produced = [], [], ()
@@ -67,7 +67,7 @@ def stage_lines(cfg) -> list[str]:
     model = cfg.model
     lines = [f"model: {model.init_from or model.name_or_path} ({model.finetune}{', built if missing' if model.build_tiny and not model.init_from else ''})"]
     if cfg.stage == "eval":
-        lines.append(f"checkpoint: {cfg.eval.checkpoint or model.name_or_path}")
+        lines.append(f"evaluated: {evaluated_model(cfg)[1]}")
         lines += dataset_lines(cfg.eval.datasets or cfg.data.test, "eval.datasets" if cfg.eval.datasets else "data.test")
         return lines
     lines += dataset_lines(cfg.data.train, "data.train")
