@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -178,7 +177,10 @@ def _fmt(value) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from tagfer.logs import configure_logging, route_lightning_to_root
+
+    configure_logging()
+    route_lightning_to_root()  # Lightning's lines once, in this format
     results = run(args)
     text = table(results)
     print(text)

@@ -100,6 +100,19 @@ def test_clashing_run_names_get_their_parent(tmp_path):
     assert [r.name for r in runs] == ["a/eval", "b/eval"] and all(r.scalars.empty for r in runs)
 
 
+def test_an_evaluation_takes_the_curves_of_the_training_run_whose_export_it_scored(tmp_path, monkeypatch):
+    _write_run(tmp_path / "runs" / "rl", "vlm", 5, {"reward": [0.1, 0.4]})
+    (tmp_path / "runs" / "rl" / "export").mkdir()
+    scorer = SetScorer(RAFDB, None)
+    scorer.update_labels(["anger"], ["anger"])
+    monkeypatch.chdir(tmp_path)  # the checkpoint path is relative, as an evaluation run at the root writes it
+    write_report(tmp_path / "eval" / "rl", {"rafdb/test": scorer.entry()}, model={"kind": "vlm"}, checkpoint="runs/rl/export")
+    (run,) = ablation.load_runs([tmp_path / "eval" / "rl"])
+    assert ablation.training_run_dir(run.report) == Path("runs/rl")
+    assert ablation.training_curves([run])["value"].tolist() == pytest.approx([0.1, 0.4])
+    assert ablation.locate("eval/rl") == Path("eval/rl") and ablation.locate("notebooks").is_absolute()  # else: the repository's
+
+
 def _execute(notebook_cwd: Path, parameters: str, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

@@ -7,11 +7,15 @@ transformers) happen inside the handlers, so ``tagfer --help`` is instant.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from tagfer import __version__
 from tagfer.config import ConfigError
+from tagfer.logs import configure_logging
+from tagfer.run_lock import PathHeldError
+
+#: Exit code when a run directory, AU cache or trace file is held by another live process.
+HELD_EXIT_CODE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,16 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
         print(f"tagfer: configuration error: {err}", file=sys.stderr)
         return 2
+    except PathHeldError as err:
+        print(f"tagfer: {err}", file=sys.stderr)
+        return HELD_EXIT_CODE
 
 
 if __name__ == "__main__":

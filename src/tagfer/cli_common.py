@@ -30,3 +30,40 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
         metavar="key=value",
         help="OmegaConf dotlist overrides, e.g. rl.beta=0.0 data.batch_size=4, or a group choice: data=rafdb",
     )
+
+
+def add_dry_run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve and validate the configuration and print what would run; inputs that must exist are "
+        "reported, not required; loads no model and writes nothing",
+    )
+
+
+def report_dry_run(command: str, plan: list[str], problems: list[str]) -> int:
+    """Print a dry run: the plan, then what a real run would still need; returns the exit code 0."""
+    print(f"dry run: {command}")
+    for line in plan:
+        print(f"  {line}")
+    if problems:
+        print(f"{len(problems)} input(s) a real run needs first:")
+        for problem in problems:
+            print(f"  - {problem}")
+    else:
+        print("inputs: all present")
+    return 0
+
+
+def dataset_lines(specs, key: str) -> list[str]:
+    """One line per dataset spec of a config list (``data.train`` …) for a dry run."""
+    return [f"{key}[{i}]: {spec.name}/{spec.split} at {spec.root}" + (f", traces {spec.traces}" if spec.traces else "") for i, spec in enumerate(specs)]
+
+
+def missing_roots(specs, key: str) -> list[str]:
+    """Dataset roots that do not exist (the synthetic reader generates its own)."""
+    return [
+        f"{key}[{i}].root={spec.root!r} does not exist"
+        for i, spec in enumerate(specs)
+        if spec.name != "synthetic" and not Path(spec.root).is_dir()
+    ]

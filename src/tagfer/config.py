@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,17 +374,83 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     merged = schema
     for source, layer in _compose(path, group_choices):
         merged = _merge_checked(merged, layer, source)
-    if plain:
-        try:
-            dotlist = OmegaConf.from_dotlist(list(plain))
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"cannot parse command-line overrides {list(plain)}: {err}") from None
-        merged = _merge_checked(merged, dotlist, "command line")
+    batch: list[str] = []  # consecutive plain overrides, merged as one dotlist
+    for item in [*plain, None]:
+        if item is not None and _list_position(merged, item.split("=", 1)[0]) is None:
+            batch.append(item)
+            continue
+        if batch:
+            merged = _merge_dotlist(merged, batch)
+            batch = []
+        if item is not None:
+            merged = _set_list_entry(merged, item)
     try:
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve interpolation: {err}") from None
     _check_choices(merged)
+    return merged
+
+
+def _merge_dotlist(merged: DictConfig, items: list[str]) -> DictConfig:
+    try:
+        dotlist = OmegaConf.from_dotlist(items)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse command-line overrides {items}: {err}") from None
+    return _merge_checked(merged, dotlist, "command line")
+
+
+def _key_parts(key: str) -> list[str]:
+    """``data.train[0].root`` and ``data.train.0.root`` → ``['data', 'train', '0', 'root']``."""
+    return [part for part in re.split(r"[.\[\]]+", key) if part]
+
+
+def _list_position(cfg: DictConfig, key: str) -> tuple[list[str], ListConfig, list[str]] | None:
+    """Where ``key`` steps into a list of the config: ``(path to the list, the list, parts after it)``
+    (``data.train[0].root`` → ``(['data', 'train'], <list>, ['0', 'root'])``); None when it does not."""
+    parts = _key_parts(key)
+    node: Any = cfg
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, DictConfig) or part not in node:
+            return None
+        node = node[part]
+        if isinstance(node, ListConfig):
+            return parts[: i + 1], node, parts[i + 1 :]
+    return None
+
+
+def _set_list_entry(merged: DictConfig, item: str) -> DictConfig:
+    """Apply ``key=value`` where ``key`` names a field of one entry of an existing list (OmegaConf dotlist
+    semantics: ``data.train[0].root=DIR`` or ``data.train.0.root=DIR``; ``data.train[0]={...}`` replaces
+    the entry). The entry is checked against its dataclass like any layer; a wrong index lists the valid ones."""
+    key, value = item.split("=", 1)
+    list_path, entries, rest = _list_position(merged, key)
+    list_key = ".".join(list_path)
+    index_text, field_parts = rest[0], rest[1:]
+    valid = f"valid indices: 0..{len(entries) - 1}" if len(entries) else "the list is empty"
+    if not index_text.isdigit() or int(index_text) >= len(entries):
+        raise ConfigError(f"command line: '{key}': {list_key} has {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, no index {index_text!r} ({valid})")
+    index = int(index_text)
+    item_type = OmegaConf.get_type(entries[index])
+    try:
+        layer = OmegaConf.from_dotlist([f"{'.'.join(field_parts) or '_entry'}={value}"])
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse command-line override {item!r}: {err}") from None
+    data = OmegaConf.to_container(layer, resolve=False)
+    where = f"{list_key}[{index}]"
+    if not field_parts:  # the whole entry: a mapping replacing it
+        data = data["_entry"]
+        if not isinstance(data, dict):
+            raise ConfigError(f"command line: key '{where}' has value {data!r}, expected a mapping ({item_type.__name__})")
+        base = OmegaConf.structured(item_type)
+    else:
+        base = entries[index]
+    if dataclasses.is_dataclass(item_type):
+        _check_layer(data, item_type, where, "command line")
+    try:
+        entries[index] = OmegaConf.merge(base, data)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"command line: {where}: {err}") from None
     return merged
 
 

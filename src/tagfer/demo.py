@@ -25,6 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tagfer.config import save_config
+from tagfer.run_lock import hold_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ def _banner(text: str) -> None:
 
 def run_demo(cfg) -> Path:
     """Run the stages of ``demo.stages``; returns the path of the final report.json."""
+    unknown = [s for s in cfg.demo.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"demo.stages has unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
+    root = Path(cfg.run_dir)
+    with hold_run_dir(root):  # a second demo into the same directory stops at once, naming this one
+        return _run_stages(cfg, root)
+
+
+def _run_stages(cfg, root: Path) -> Path:
     from tagfer.au.cache import ensure_au_cache
     from tagfer.data.readers import read_dataset
     from tagfer.evaluation.runner import run_evaluation
@@ -51,10 +61,6 @@ def run_demo(cfg) -> Path:
     from tagfer.training.grpo_stage import run_grpo
     from tagfer.training.sft_stage import run_sft
 
-    unknown = [s for s in cfg.demo.stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"demo.stages has unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
-    root = Path(cfg.run_dir)
     save_config(cfg, root)
     timings: dict[str, float] = {}
     specs = [spec for split in ("train", "val", "test") for spec in cfg.data[split]]

@@ -15,14 +15,14 @@ reads each requested split with the dataset reader and calls :func:`build_split`
    with ``strict``); a face that is not found is stored with ``face_found = False``;
 4. writes ``<out>/<split>/index.json`` and finally records the split in ``<out>/meta.json``.
 
-A lock file (``<out>/.lock``, ``fcntl.flock``) keeps two builds from writing one cache at once.
+The build holds ``<out>`` (:func:`tagfer.run_lock.hold`, lock file ``<out>/.lock``): a second build of the
+same cache stops at once naming the holder (a rank of the same distributed launch waits for it instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,7 +31,6 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ from tagfer.au.regions import scale_box
 from tagfer.au.shards import atomic_write_json, evidence_row, read_shard_info, row_dtype, shard_name, write_shard
 from tagfer.au.vocabulary import AU_LIST
 from tagfer.config import SPLITS, AUConfig, DatasetSpec, QualityConfig
+from tagfer.run_lock import hold
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +97,6 @@ def _run_shard(task: ShardTask) -> tuple[int, int, Counter]:
 
 
 # --------------------------------------------------------------------------------------------- build
-@contextmanager
-def cache_lock(directory: Path):
-    """Exclusive lock on ``<directory>/.lock`` for the duration of a build (waits for another build)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another build of %s to finish", directory)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def dataset_source(spec, detector: DetectorSpec) -> dict:
     """What ``meta.json`` keeps to write the rebuild command: root, non-default reader options, external files."""
     defaults = DatasetSpec()
@@ -169,7 +153,7 @@ def build_split(
         raise ValueError(f"build_split(split={split!r}) got records of other splits: {sorted({r.split for r in records})}")
     instance = detector.create()
     _check_coverage(instance, records)
-    with cache_lock(out):
+    with hold(out, "AU cache", directory=True):
         meta = _prepare_meta(out, instance, detector, source, quality_dict, overwrite)
         if split in meta["splits"] and not overwrite:
             log.info("%s: split %r is already cached", out, split)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from tagfer.cli_common import add_dry_run_argument, report_dry_run
 from tagfer.config import CHOICES, SPLITS, AUConfig, DatasetSpec, QualityConfig
 
 
@@ -12,11 +14,13 @@ def register(subparsers) -> None:
     sub = cache.add_subparsers(dest="au_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="run an AU detector over a dataset and cache the results")
     add_build_arguments(build)
+    add_dry_run_argument(build)
     build.set_defaults(func=_build)
     show = sub.add_parser("show", help="print one cached entry (original-image pixels)")
     show.add_argument("--cache", required=True, help="cache directory")
     show.add_argument("--id", required=True, help="image path relative to the dataset root")
     show.add_argument("--json", action="store_true", help="one JSON object: id, face_box, landmarks, au_prob, au_box, ...")
+    add_dry_run_argument(show)
     show.set_defaults(func=_show)
 
 
@@ -62,26 +66,39 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        plan = [f"{args.dataset} at {args.root} → {args.out}: detector {args.detector}, splits {', '.join(args.split or SPLITS)}, {args.workers} worker(s)"]
+        problems = []
+        if args.dataset != "synthetic" and not Path(args.root).is_dir():
+            problems.append(f"--root {args.root} does not exist")
+        if args.detector in ("openface", "pyfeat") and not (args.external and Path(args.external).exists()):
+            problems.append(f"--external {args.external} does not exist; the {args.detector} output for this dataset")
+        return report_dry_run(f"au-cache build --dataset {args.dataset}", plan, problems)
     from tagfer.au.build import build_command
 
     return _reported(build_command, args)
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        problems = [] if (Path(args.cache) / "meta.json").is_file() else [f"--cache {args.cache} holds no AU cache (no meta.json)"]
+        return report_dry_run("au-cache show", [f"entry {args.id} of {args.cache}"], problems)
     from tagfer.au.cache import show_command
 
     return _reported(show_command, args)
 
 
 def _reported(handler, args: argparse.Namespace) -> int:
-    """Run ``handler``; a cache that does not fit, a missing cache or an unknown id → message and exit code 2."""
+    """Run ``handler``; a cache that does not fit, a missing cache, an unknown id or (``--strict``) an image
+    that cannot be decoded → one message and exit code 2."""
     import sys
 
     from tagfer.au.cache import CacheMismatchError
+    from tagfer.data.images import CorruptImageError
 
     try:
         return handler(args)
-    except (CacheMismatchError, FileNotFoundError, KeyError) as err:
+    except (CacheMismatchError, CorruptImageError, FileNotFoundError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"tagfer au-cache: {message}", file=sys.stderr)
         return 2

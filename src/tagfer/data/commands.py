@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from tagfer.cli_common import add_dry_run_argument, report_dry_run
 from tagfer.config import DATASET_NAMES, DatasetSpec
 
 _DEFAULTS = DatasetSpec()
@@ -27,6 +29,7 @@ def register(subparsers) -> None:
     summarize.add_argument("--num-classes", type=int, default=_DEFAULTS.num_classes, help="affectnet: 7 or 8")
     summarize.add_argument("--image-variant", default=_DEFAULTS.image_variant, help="rafdb: aligned | original")
     summarize.add_argument("--json", action="store_true", help="print one JSON object")
+    add_dry_run_argument(summarize)
     summarize.set_defaults(func=_summarize)
     synthesize = sub.add_parser("synthesize", help="generate the synthetic face set (exact landmarks and AUs)")
     synthesize.add_argument("--out", required=True, help="dataset root to create (or reuse when compatible)")
@@ -40,6 +43,7 @@ def register(subparsers) -> None:
     synthesize.add_argument(
         "--pose", default=_DEFAULTS.pose, choices=["random", "aligned"], help="random pose/scale/position, or aligned crops"
     )
+    add_dry_run_argument(synthesize)
     synthesize.set_defaults(func=_synthesize)
 
 
@@ -54,12 +58,18 @@ def _reporting_layout_errors(command, args: argparse.Namespace) -> int:
 
 
 def _summarize(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        problems = [] if Path(args.root).is_dir() else [f"--root {args.root} does not exist"]
+        return report_dry_run("data summarize", [f"{args.dataset} at {args.root}"], problems)
     from tagfer.data.summary import summarize_command
 
     return _reporting_layout_errors(summarize_command, args)
 
 
 def _synthesize(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        plan = [f"{args.train}/{args.val}/{args.test} train/val/test faces of {args.image_size} px ({args.pose} pose, seed {args.seed}) → {args.out}"]
+        return report_dry_run("data synthesize", plan, [])
     from tagfer.data.synthetic import synthesize_command
 
     return _reporting_layout_errors(synthesize_command, args)

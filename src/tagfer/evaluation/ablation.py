@@ -2,8 +2,9 @@
 
 The logic behind ``notebooks/ablation_analysis.ipynb`` (kept here so it is unit-tested and the notebook
 stays a few calls). A *run* is a directory with a ``report.json`` (``tagfer evaluate`` or the baseline
-stage) and, optionally, TensorBoard event files anywhere below it (``<run_dir>/tb``). Typical runs: SFT
-only, GRPO without the AU reward, full TAG, the vision-only baseline.
+stage) and, optionally, TensorBoard event files anywhere below it (``<run_dir>/tb``); an evaluation
+directory without them takes those of the training run whose export it scored (:func:`training_run_dir`).
+Typical runs: SFT only, GRPO without the AU reward, full TAG, the vision-only baseline.
 
 * :func:`ablation_table` — one row per (run, test set): accuracy, mean class accuracy, macro-F1, parse
   rate and the five faithfulness scores (NaN where undefined, e.g. every faithfulness score of the
@@ -45,15 +46,23 @@ class Run:
     scalars: pd.DataFrame
 
 
+def locate(path: str | Path) -> Path:
+    """``path`` as given when it exists (or is absolute), else from the repository root: paths written by
+    commands run at the root (``outputs/...``) still resolve in a notebook running in notebooks/."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(tagfer.__file__).resolve().parents[2] / path
+
+
 def default_outputs() -> Path:
     """``./outputs`` when it exists, else the repository's ``outputs/`` (a notebook runs in notebooks/)."""
-    local = Path("outputs")
-    return local if local.is_dir() else Path(tagfer.__file__).resolve().parents[2] / "outputs"
+    return locate("outputs")
 
 
 def find_runs(root: str | Path | None = None) -> list[Path]:
-    """Every directory under ``root`` (default :func:`default_outputs`) holding a ``report.json``, sorted."""
-    root = Path(root) if root is not None else default_outputs()
+    """Every directory under ``root`` (default :func:`default_outputs`; :func:`locate`) holding a ``report.json``, sorted."""
+    root = locate(root) if root is not None else default_outputs()
     return sorted(path.parent for path in root.rglob("report.json"))
 
 
@@ -82,12 +91,25 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         raise ValueError(f"{report_path}: not valid JSON ({err})") from None
     if not isinstance(report.get("datasets"), dict):
         raise ValueError(f"{report_path}: expected a 'datasets' mapping")
-    return Run(name=name or path.name, path=path, report=report, scalars=read_scalars(path))
+    scalars = read_scalars(path)
+    trained = training_run_dir(report)
+    if scalars.empty and trained is not None:
+        scalars = read_scalars(trained)
+    return Run(name=name or path.name, path=path, report=report, scalars=scalars)
+
+
+def training_run_dir(report: dict) -> Path | None:
+    """The training run an evaluation scored: ``<run_dir>`` of the report's ``checkpoint`` when that is
+    ``<run_dir>/export`` and exists (relative paths: from the working directory), else None."""
+    checkpoint = report.get("checkpoint")
+    if not checkpoint or Path(checkpoint).name != "export" or not locate(checkpoint).is_dir():
+        return None
+    return locate(checkpoint).parent
 
 
 def load_runs(paths) -> list[Run]:
     """Runs named by their directory name (the parent folder is added where two names clash)."""
-    paths = [Path(p) for p in paths]
+    paths = [locate(p) for p in paths]
     names = [p.name for p in paths]
     clashes = {n for n in names if names.count(n) > 1}
     return [load_run(p, f"{p.parent.name}/{p.name}" if p.name in clashes else p.name) for p in paths]

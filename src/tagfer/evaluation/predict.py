@@ -34,10 +34,10 @@ from PIL import Image
 
 from tagfer.au.detectors import AUDetector, DetectorSpec
 from tagfer.au.evidence import AUEvidence
-from tagfer.cli_common import default_config
 from tagfer.config import load_config
 from tagfer.data.images import CorruptImageError, load_image
 from tagfer.data.records import FaceRecord
+from tagfer.evaluation.commands import predict_config_path
 from tagfer.evaluation.inference import InferenceModel, load_inference_model
 from tagfer.evaluation.predictions import Prediction
 from tagfer.metrics import faithfulness_counts, to_json_ready
@@ -181,14 +181,6 @@ def format_text(result: ImagePrediction, threshold: float) -> str:
             f"saved: {result.png}",
         ]
     )
-
-
-def predict_config_path(args: argparse.Namespace) -> str:
-    """``--config``, else ``<checkpoint>/../config.yaml`` when it exists, else ``configs/eval.yaml``."""
-    if args.config:
-        return args.config
-    saved = Path(args.checkpoint).resolve().parent / "config.yaml"
-    return str(saved) if saved.is_file() else default_config("eval.yaml")
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """``stage: eval`` — ``python src/evaluate.py --config configs/eval.yaml eval.checkpoint=DIR`` (``tagfer evaluate``).
 
-1. seed, save the resolved config into the output directory (``eval.out_dir``, else ``run_dir``);
+1. hold the output directory (``eval.out_dir``, else ``run_dir``; :func:`tagfer.run_lock.hold_run_dir`),
+   seed, save the resolved config into it;
 2. load the exported model (``eval.checkpoint``, else ``model.init_from``, else ``model.name_or_path``),
    with the classes it was trained on (export metadata; all 8 when none are recorded);
 3. for every test set (``eval.datasets``, or ``data.test`` when empty): batched greedy generation
@@ -29,6 +30,7 @@ from tagfer.evaluation.inference import load_inference_model
 from tagfer.evaluation.report import print_summary, write_report
 from tagfer.evaluation.scoring import GroundingOptions
 from tagfer.evaluation.sets import evaluate_sets
+from tagfer.run_lock import hold_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,14 @@ log = logging.getLogger(__name__)
 def run_evaluation(cfg, *, progress: bool = True) -> dict:
     """Evaluate and write the report; returns the report (the content of ``report.json``) with one more
     key, ``report_path``: the path of ``report.json``."""
+    out_dir = Path(cfg.eval.out_dir or cfg.run_dir)
+    with hold_run_dir(out_dir):  # a second evaluation into out_dir stops at once, naming this one
+        return _evaluate(cfg, out_dir, progress)
+
+
+def _evaluate(cfg, out_dir: Path, progress: bool) -> dict:
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    out_dir = Path(cfg.eval.out_dir or cfg.run_dir)
     config_path = save_config(cfg, out_dir)
     engine = load_inference_model(
         cfg.model, checkpoint=cfg.eval.checkpoint, think_tags=cfg.traces.think_tags, accelerator=cfg.trainer.accelerator

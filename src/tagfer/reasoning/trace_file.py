@@ -18,17 +18,20 @@ Samples that got no trace are appended to a sidecar ``<file>.rejected.jsonl`` (`
 
 :class:`TraceWriter` appends each line with flush + fsync. On restart it reads what is there, drops a
 truncated last line (a write killed midway) and reports the ids already written, which the builder
-skips. :func:`read_traces` is the strict reader the SFT data path uses.
+skips. While open it holds the file (:func:`tagfer.run_lock.hold`, lock file ``.<name>.lock`` beside it):
+a second writer of the same file stops at once naming the holder. :func:`read_traces` is the strict reader the SFT data path uses.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from tagfer.classes import CLASS_NAMES
 from tagfer.reasoning.trace import parse_trace
+from tagfer.run_lock import hold
 
 SOURCES = ("template", "teacher")
 CONVENTIONS = ("norm1000", "pixels")
@@ -166,15 +169,17 @@ class TraceWriter:
     def __init__(self, path: str | os.PathLike, validate=validate_trace_record):
         self.path = Path(path)
         self.validate = validate
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict] = []
         self.dropped_truncated = False
-        if self.path.exists():
-            self.records, offset, self.dropped_truncated = _read_lines(self.path, validate)
-            if self.dropped_truncated:
-                os.truncate(self.path, offset)
+        with ExitStack() as opening:
+            opening.enter_context(hold(self.path, "trace file", directory=False))  # before reading: no one else appends
+            if self.path.exists():
+                self.records, offset, self.dropped_truncated = _read_lines(self.path, validate)
+                if self.dropped_truncated:
+                    os.truncate(self.path, offset)
+            self._file = opening.enter_context(open(self.path, "a", encoding="utf-8"))
+            self._open = opening.pop_all()  # closed by close(): the file, then the hold
         self.ids: set[str] = {r["id"] for r in self.records}
-        self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         """Validate and append ``record``; raises :class:`TraceFileError` on a bad or duplicate record."""
@@ -188,7 +193,7 @@ class TraceWriter:
         self.records.append(record)
 
     def close(self) -> None:
-        self._file.close()
+        self._open.close()
 
     def __enter__(self) -> TraceWriter:
         return self

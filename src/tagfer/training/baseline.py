@@ -42,6 +42,7 @@ from tagfer.evaluation.predictions import Prediction
 from tagfer.evaluation.report import print_summary, write_report
 from tagfer.evaluation.sets import evaluate_sets
 from tagfer.metrics import ExpressionClassificationMetrics
+from tagfer.run_lock import hold_run_dir
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 
@@ -186,9 +187,14 @@ class VisionBaseline(L.LightningModule):
 
 def run_baseline(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train, then evaluate on rank 0; returns the path of ``report.json`` (rank 0) or of ``run_dir``."""
+    run_dir = Path(cfg.run_dir)
+    with hold_run_dir(run_dir):  # a second run into run_dir stops at once, naming this one
+        return _train_and_report(cfg, run_dir, trainer_overrides)
+
+
+def _train_and_report(cfg, run_dir: Path, trainer_overrides: dict | None) -> Path:
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.run_dir)
     config_path = save_config(cfg, run_dir)
     classes = training_classes(cfg.data)
     net = build_network(cfg.baseline, len(classes))

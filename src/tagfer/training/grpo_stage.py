@@ -52,26 +52,26 @@ def load_rl_policy(cfg):
 
 def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train with GRPO and export; returns the export directory."""
-    run_dir = start_run(cfg)
-    rewards = build_rewards(cfg.rl.rewards)
-    policy, processor, family, reference = load_rl_policy(cfg)
-    log.info("policy: %s; rewards: %s", count_parameters(policy), ", ".join(f"{r.name}×{r.weight}" for r in rewards))
-    space = ModelSpace.of(processor, family)
-    classes = training_classes(cfg.data)
-    collate = PromptCollator(processor, space, classes=classes, think_tags=cfg.traces.think_tags)
-    datamodule = FERDataModule(
-        cfg.data, cfg.au, train_collate=collate, eval_collate=collate, train_batch_size=cfg.rl.batch_size, seed=cfg.seed
-    )
-    module = GRPOModule(
-        policy,
-        processor,
-        cfg.rl,
-        rewards,
-        convention=space.convention,
-        classes=classes,
-        reference=reference,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-    )
-    overrides = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "limit_val_batches": 0, **(trainer_overrides or {})}
-    trainer = build_trainer(cfg, run_dir, **overrides)
-    return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.init_from, classes=classes)
+    with start_run(cfg) as run_dir:
+        rewards = build_rewards(cfg.rl.rewards)
+        policy, processor, family, reference = load_rl_policy(cfg)
+        log.info("policy: %s; rewards: %s", count_parameters(policy), ", ".join(f"{r.name}×{r.weight}" for r in rewards))
+        space = ModelSpace.of(processor, family)
+        classes = training_classes(cfg.data)
+        collate = PromptCollator(processor, space, classes=classes, think_tags=cfg.traces.think_tags)
+        datamodule = FERDataModule(
+            cfg.data, cfg.au, train_collate=collate, eval_collate=collate, train_batch_size=cfg.rl.batch_size, seed=cfg.seed
+        )
+        module = GRPOModule(
+            policy,
+            processor,
+            cfg.rl,
+            rewards,
+            convention=space.convention,
+            classes=classes,
+            reference=reference,
+            gradient_clip_val=cfg.trainer.gradient_clip_val,
+        )
+        overrides = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "limit_val_batches": 0, **(trainer_overrides or {})}
+        trainer = build_trainer(cfg, run_dir, **overrides)
+        return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.init_from, classes=classes)

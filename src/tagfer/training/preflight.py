@@ -22,14 +22,24 @@ EXTERNAL_DETECTORS = ("openface", "pyfeat")
 
 def preflight(cfg) -> None:
     """Raise :class:`ConfigError` listing every problem found in ``cfg`` (module docstring)."""
-    problems = [*_dataset_problems(cfg), *_model_problems(cfg)]
+    problems = preflight_problems(cfg)
+    if problems:
+        raise ConfigError(f"{cfg.stage}: {len(problems)} problem(s) before training:\n  - " + "\n  - ".join(problems))
+
+
+def preflight_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
+    """Every problem :func:`preflight` would raise for, one line each (the dry run reports them).
+
+    ``produced``: paths that earlier stages of the same plan will create (an SFT export the RL stage
+    starts from); they are not reported missing.
+    """
+    problems = [*_dataset_problems(cfg), *_model_problems(cfg, produced)]
     resume = cfg.trainer.resume
     if resume not in (None, "auto") and not Path(resume).exists():
         problems.append(f"trainer.resume={resume!r}: no such checkpoint; use 'auto' (resume from run_dir if possible) or null (start fresh)")
     if cfg.au.detector in EXTERNAL_DETECTORS and cfg.au.external_dir and not Path(cfg.au.external_dir).exists():
         problems.append(f"au.external_dir={cfg.au.external_dir!r} does not exist; point it at the {cfg.au.detector} output folder or CSV")
-    if problems:
-        raise ConfigError(f"{cfg.stage}: {len(problems)} problem(s) before training:\n  - " + "\n  - ".join(problems))
+    return problems
 
 
 def _dataset_problems(cfg) -> list[str]:
@@ -47,10 +57,10 @@ def _dataset_problems(cfg) -> list[str]:
     return problems
 
 
-def _model_problems(cfg) -> list[str]:
+def _model_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
     model = cfg.model
     if model.init_from:
-        if not Path(model.init_from).exists():
+        if not Path(model.init_from).exists() and str(model.init_from) not in produced:
             return [f"model.init_from={model.init_from!r} does not exist; train the stage it comes from first (SFT: python src/train.py --config configs/sft.yaml) or point it at an export"]
         return []
     if cfg.stage == "rl":
@@ -61,3 +71,10 @@ def _model_problems(cfg) -> list[str]:
             "to build the tiny offline model (nothing is downloaded)"
         ]
     return []
+
+
+
+def stage_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
+    """The dry run's problems of one planned training stage: :func:`preflight_problems` for the stages
+    that run it (sft, rl, demo), the datasets for the baseline."""
+    return _dataset_problems(cfg) if cfg.stage == "baseline" else preflight_problems(cfg, produced)

@@ -57,28 +57,27 @@ def ensure_traces(cfg) -> None:
 
 def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train and export; returns the export directory."""
-    run_dir = start_run(cfg)
-    if not any(spec.traces for spec in cfg.data.train):
-        raise ValueError("data.train has no `traces` file: SFT needs reasoning traces (see configs/data/*.yaml)")
-    missing_traces(cfg)  # fail before loading the model when teacher traces are missing
+    with start_run(cfg) as run_dir:
+        if not any(spec.traces for spec in cfg.data.train):
+            raise ValueError("data.train has no `traces` file: SFT needs reasoning traces (see configs/data/*.yaml)")
+        missing_traces(cfg)  # fail before loading the model when teacher traces are missing
 
-    model, processor, family = load_vlm(cfg.model, for_training=True)
-    model = prepare_policy(model, cfg.model)
-    log.info("policy: %s", count_parameters(model))
-    space = ModelSpace.of(processor, family)
-    classes = training_classes(cfg.data)
-    think = cfg.traces.think_tags
-    datamodule = FERDataModule(
-        cfg.data,
-        cfg.au,
-        train_collate=SFTCollator(processor, space, max_length=cfg.sft.max_length, classes=classes, think_tags=think),
-        eval_collate=PromptCollator(processor, space, classes=classes, think_tags=think),
-        trace_mapper=TraceBoxMapper(space.to_pixels, space.to_model),
-        require_traces=True,
-        prepare_traces=partial(ensure_traces, cfg),
-        seed=cfg.seed,
-    )
-    module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
-    trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))
-    return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.name_or_path, classes=classes)
-
+        model, processor, family = load_vlm(cfg.model, for_training=True)
+        model = prepare_policy(model, cfg.model)
+        log.info("policy: %s", count_parameters(model))
+        space = ModelSpace.of(processor, family)
+        classes = training_classes(cfg.data)
+        think = cfg.traces.think_tags
+        datamodule = FERDataModule(
+            cfg.data,
+            cfg.au,
+            train_collate=SFTCollator(processor, space, max_length=cfg.sft.max_length, classes=classes, think_tags=think),
+            eval_collate=PromptCollator(processor, space, classes=classes, think_tags=think),
+            trace_mapper=TraceBoxMapper(space.to_pixels, space.to_model),
+            require_traces=True,
+            prepare_traces=partial(ensure_traces, cfg),
+            seed=cfg.seed,
+        )
+        module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
+        trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))
+        return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.name_or_path, classes=classes)
