@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="outputs/face_crop", help="work directory (data, caches, runs)")
     parser.add_argument("--train", type=int, default=1024, help="synthetic training scenes")
     parser.add_argument("--test", type=int, default=192, help="synthetic test scenes")
-    parser.add_argument("--image-size", type=int, default=224, help="side of the scenes in pixels")
+    parser.add_argument("--image-size", type=int, default=320, help="side of the scenes in pixels (320: a crop reaches model.max_pixels)")
     parser.add_argument("--canvas", type=float, default=3.0, help="the face is drawn this many times smaller")
     parser.add_argument("--sft-epochs", type=int, default=3)
     parser.add_argument("--pretrain-steps", type=int, default=1000, help="vision-tower pretraining steps")
