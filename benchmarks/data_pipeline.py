@@ -74,8 +74,8 @@ def describe(mode: str) -> str:
 def images_only(dataset: FERDataset) -> FERDataset:
     """``dataset`` with its AU evidence removed: samples carry the image and label, no landmarks, probabilities
     or boxes (``face_found`` False), with the same augmentation."""
-    items = [FaceItem(item.record, AUEvidence(face_found=False), item.trace) for item in dataset.items]
-    return FERDataset(items, augment=dataset.augment, trace_mapper=dataset.trace_mapper)
+    items = [replace(item, evidence=AUEvidence(face_found=False)) for item in dataset.items]
+    return FERDataset(items, augment=dataset.augment, trace_mapper=dataset.trace_mapper, crop=dataset.crop)
 
 
 class DetectedItems(Sequence):
@@ -100,13 +100,13 @@ class DetectedItems(Sequence):
         item = self.items[index]
         image = load_image(item.record)
         evidence = self._detector.detect(image, item.record)
-        return FaceItem(replace(item.record, pixels=image), evidence, item.trace)
+        return replace(item, record=replace(item.record, pixels=image), evidence=evidence)
 
 
 def detect_per_sample(dataset: FERDataset, detector: DetectorSpec) -> FERDataset:
     """``dataset`` with the AU evidence of every sample detected when it is served (the same FERDataset
     sample assembly and augmentation as the cached path)."""
-    return FERDataset(DetectedItems(dataset.items, detector), augment=dataset.augment, trace_mapper=dataset.trace_mapper)
+    return FERDataset(DetectedItems(dataset.items, detector), augment=dataset.augment, trace_mapper=dataset.trace_mapper, crop=dataset.crop)
 
 
 # ---------------------------------------------------------------------------------- timing

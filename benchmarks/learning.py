@@ -154,7 +154,8 @@ def run(args) -> dict[str, dict]:
     return {"reports": reports, "timings": timings}
 
 
-def table(results: dict) -> str:
+def table(results: dict, labels: dict[str, str] = LABELS) -> str:
+    """The markdown table of ``results`` (``reports`` and ``timings`` by variant), rows named by ``labels``."""
     rows = [
         "| variant | accuracy | mean class acc. | parse rate | mean IoU (true AU regions) | hallucination rate | train time (s) |",
         "|---|---|---|---|---|---|---|",
@@ -164,7 +165,7 @@ def table(results: dict) -> str:
         faith = scores.get("faithfulness") or {}
         chance = 1.0 / len(scores["classes"])
         rows.append(
-            f"| {LABELS[variant]} | {scores['accuracy']:.3f} ({scores['accuracy'] / chance:.1f}× chance) "
+            f"| {labels[variant]} | {scores['accuracy']:.3f} ({scores['accuracy'] / chance:.1f}× chance) "
             f"| {scores['mean_class_accuracy']:.3f} | {_fmt(scores.get('parse_rate'))} "
             f"| {_fmt(faith.get('mean_iou'))} | {_fmt(faith.get('hallucination_rate'))} | {results['timings'].get(variant, 0.0):.0f} |"
         )

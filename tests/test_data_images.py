@@ -175,3 +175,14 @@ def test_the_detection_ceiling_is_a_positive_int_or_null(configs_dir):
     assert load_config(configs_dir / "eval.yaml", ["au.detect_max_pixels=null"]).au.detect_max_pixels is None
     with pytest.raises(ConfigError, match=r"au\.detect_max_pixels=0; expected a positive int or null"):
         load_config(configs_dir / "eval.yaml", ["au.detect_max_pixels=0"])
+
+
+def test_reduce_pixels_bounds_the_detection_copy_and_keeps_the_original_size():
+    from tagfer.data.images import reduce_pixels
+
+    pixels = np.zeros((300, 400, 3), dtype=np.uint8)
+    reduced = reduce_pixels(pixels, 30_000)
+    assert reduced.original_size == (400, 300)
+    assert reduced.size[0] * reduced.size[1] <= 30_000
+    assert reduced.scale == pytest.approx((400 / reduced.size[0], 300 / reduced.size[1]))
+    assert reduce_pixels(pixels, None).pixels is pixels

@@ -182,7 +182,7 @@ def test_generation_is_deterministic_and_splits_differ(tmp_path):
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     assert one == {
         "generator": "tagfer.data.synthetic_faces", "generator_version": GENERATOR_VERSION, "seed": 3,
-        "image_size": SIZE, "pose": "random", "classes": list(CLASS_NAMES), "splits": counts,
+        "image_size": SIZE, "pose": "random", "canvas": 1.0, "classes": list(CLASS_NAMES), "splits": counts,
     }
     train = (tmp_path / "a" / "train" / "images" / "000000.png").read_bytes()
     assert train != (tmp_path / "a" / "val" / "images" / "000000.png").read_bytes()

@@ -89,7 +89,10 @@ def test_datamodule_serves_synthetic_samples_with_au_maps(tmp_path, configs_dir)
     batch = next(iter(dm.train_dataloader()))
     assert len(batch) == 4
     sample = batch[0]
-    assert sample["image"].shape == (112, 112, 3) and sample["image"].dtype == np.uint8
+    width, height = sample["image_size"]
+    assert sample["image"].shape == (height, width, 3) and sample["image"].dtype == np.uint8
+    x1, y1, x2, y2 = sample["crop_box"]  # pose random: whole photos, cropped to the face (data.face_crop auto)
+    assert (x2 - x1, y2 - y1) == (width, height) and 0 <= x1 < x2 <= 112 and 0 <= y1 < y2 <= 112
     assert sample["face_found"] and sample["landmarks"].shape == (68, 2)
     assert set(sample["au_prob"]) == set(sample["au_box"])
     assert sample["label_name"] in ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
@@ -98,7 +101,7 @@ def test_datamodule_serves_synthetic_samples_with_au_maps(tmp_path, configs_dir)
 
 def test_trace_boxes_follow_the_augmentation(tmp_path, configs_dir):
     """A flipped SFT sample gets its trace rewritten with mirrored boxes (identity box space here)."""
-    cfg = _cfg(tmp_path, configs_dir, "data.augment.horizontal_flip=1.0", "data.augment.shift_scale_rotate=0.0")
+    cfg = _cfg(tmp_path, configs_dir, "data.augment.horizontal_flip=1.0", "data.augment.shift_scale_rotate=0.0", "data.face_crop.source=none")
     dm = FERDataModule(cfg.data, cfg.au, seed=0)
     dm.prepare_data()
     dm.setup("fit")

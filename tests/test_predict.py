@@ -96,6 +96,7 @@ def test_predict_maps_model_boxes_to_pixels(tiny_qwen2_vl_dir, tmp_path, images)
     from fixtures_models import tiny_model_cfg
 
     from tagfer.au.detectors import create_detector
+    from tagfer.data.face_crop import FaceCrop
     from tagfer.evaluation.inference import load_inference_model
     from tagfer.evaluation.predict import predict_images
     from tagfer.evaluation.predictions import Prediction
@@ -107,8 +108,9 @@ def test_predict_maps_model_boxes_to_pixels(tiny_qwen2_vl_dir, tmp_path, images)
         "Final conclusion: Combined AU12 indicate a dominant emotion of happiness.\n<answer> happiness </answer>"
     )
     engine.predict = lambda inputs, max_new_tokens: [Prediction.from_completion(text)] * inputs["input_ids"].shape[0]
-    (result,) = predict_images(engine, create_detector("builtin"), [str(images["synthetic"])], out_dir=tmp_path, max_new_tokens=4)
-    assert result.prediction.answer == "happiness" and result.prediction.valid
+    whole = FaceCrop(source="none")  # the model sees the whole image (tests/test_face_crop.py: with the crop)
+    (result,) = predict_images(engine, create_detector("builtin"), [str(images["synthetic"])], out_dir=tmp_path, max_new_tokens=4, crop=whole)
+    assert result.prediction.answer == "happiness" and result.prediction.valid and result.crop_box is None
     (step,) = result.steps
     assert step["box_pixels"] == pytest.approx((40.0, 80.0, 120.0, 160.0))  # 160-px image, norm1000 → pixels
     assert result.faithfulness["cited"] == 1 and result.faithfulness["active"] >= 1

@@ -122,3 +122,15 @@ def test_rejected_sidecar(tmp_path) -> None:
         writer.write(entry)
     with TraceWriter(path, validate=validate_rejected_record) as writer:
         assert writer.records == [entry]
+
+
+def test_crop_box_is_optional_and_checked() -> None:
+    """``crop_box``: absent or null (whole image; files from before the face crop) or 4 ordered integers."""
+    from tagfer.reasoning.trace_file import trace_window, validate_trace_record
+
+    assert trace_window(validate_trace_record(record("a"), "f:1")) is None
+    assert trace_window(validate_trace_record(record("a", crop_box=None), "f:1")) is None
+    assert trace_window(validate_trace_record(record("a", crop_box=[3, 4, 115, 116]), "f:1")) == (3, 4, 115, 116)
+    for bad in ([3, 4, 115], [3, 4, 2, 116], [3.5, 4, 115, 116], [-1, 0, 10, 10], "0,0,1,1"):
+        with pytest.raises(TraceFileError, match="f:1: field 'crop_box'"):
+            validate_trace_record(record("a", crop_box=bad), "f:1")

@@ -53,6 +53,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rl.scale_rewards": ("group", "batch", "none"),
     "trainer.strategy": ("auto", "ddp", "ddp_spawn", "fsdp"),
     "eval.prior": ("emfacs", "wide"),
+    "data.face_crop.source": ("auto", "dataset", "detector", "none"),
 }
 DATASET_NAMES = ("rafdb", "ferplus", "affectnet", "imagefolder", "synthetic")
 SPLITS = ("train", "val", "test")
@@ -86,6 +87,7 @@ class DatasetSpec:
     image_size: int = 112
     seed: int = 0
     pose: str = "random"  # random (pose, scale, position) | aligned (like aligned crops of real datasets)
+    canvas: float = 1.0  # random pose: the face is drawn canvas× smaller anywhere in the image (a scene); ≥ 1
 
 
 @dataclass
@@ -97,6 +99,20 @@ class AugmentConfig:
     shift_scale_rotate: float = 0.3
     max_rotate_deg: float = 10.0
     color_jitter: float = 0.3
+
+
+@dataclass
+class FaceCropConfig:
+    """Crop each image to its face before a model sees it (tagfer.data.face_crop; README "Datasets").
+
+    ``auto`` crops whole photos (AffectNet csv, RAF-DB original, imagefolder, synthetic pose random,
+    predict) and leaves face crops alone; ``dataset`` crops every image to the dataset's face box, else
+    the detector's; ``detector`` always to the detector's; ``none`` never crops.
+    """
+
+    source: str = "auto"  # auto | dataset | detector | none
+    margin: float = 0.2  # each side grows by margin × its length on both ends
+    square: bool = True  # square window (the longer side of the face box)
 
 
 @dataclass
@@ -112,6 +128,7 @@ class DataConfig:
     balanced_sampling: bool = False
     strict: bool = False  # corrupt images: raise instead of skip-and-count
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    face_crop: FaceCropConfig = field(default_factory=FaceCropConfig)
 
 
 # ----------------------------------------------------------------------------------------------- AU
@@ -461,6 +478,8 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
     if cfg.au.detect_max_pixels is not None and cfg.au.detect_max_pixels < 1:
         raise ConfigError(f"au.detect_max_pixels={cfg.au.detect_max_pixels}; expected a positive int or null (decode at full size)")
+    if cfg.data.face_crop.margin < 0:
+        raise ConfigError(f"data.face_crop.margin={cfg.data.face_crop.margin}; expected a number ≥ 0")
     if cfg.trainer.num_threads is not None and cfg.trainer.num_threads < 1:
         raise ConfigError(f"trainer.num_threads={cfg.trainer.num_threads}; expected a positive int or null (torch's default)")
     for group in ("train", "val", "test"):
@@ -477,6 +496,8 @@ def _check_dataset_spec(spec: DictConfig, where: str) -> None:
         raise ConfigError(f"{where}.name={spec.name!r} is not a dataset reader{hint} (expected one of {list(DATASET_NAMES)})")
     if spec.pose not in ("random", "aligned"):
         raise ConfigError(f"{where}.pose={spec.pose!r}; expected 'random' or 'aligned'")
+    if spec.canvas < 1.0 or (spec.pose == "aligned" and spec.canvas != 1.0):
+        raise ConfigError(f"{where}.canvas={spec.canvas}; expected ≥ 1, and exactly 1 with pose 'aligned'")
     if spec.split not in SPLITS:
         raise ConfigError(f"{where}.split={spec.split!r}; expected one of {list(SPLITS)}")
 

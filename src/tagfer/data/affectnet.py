@@ -204,6 +204,7 @@ def read(root: Path, split: str, layout: str = "auto", num_classes: int = 8) -> 
     check_choice("num_classes", num_classes, (7, 8))
     check_split(NAME, split, SPLITS, "; AffectNet's validation set is its test set: use split: val")
     resolved = resolve_layout(root, layout)
-    result = ReadResult(notes={"layout": resolved, "num_classes": num_classes})
+    # the 2017 release ships whole photos with a face box; the npy release ships face crops
+    result = ReadResult(whole_photos=resolved == "csv", notes={"layout": resolved, "num_classes": num_classes})
     (_read_csv if resolved == "csv" else _read_npy)(root, split, num_classes, result)
     return result

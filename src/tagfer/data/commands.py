@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     synthesize.add_argument(
         "--pose", default=_DEFAULTS.pose, choices=["random", "aligned"], help="random pose/scale/position, or aligned crops"
     )
+    synthesize.add_argument(
+        "--canvas", type=float, default=_DEFAULTS.canvas, help="random pose: draw the face this many times smaller (a scene)"
+    )
     add_dry_run_argument(synthesize)
     synthesize.set_defaults(func=_synthesize)
 

@@ -7,11 +7,15 @@ their records are concatenated. Every record is joined with its AU cache entry (
 A sample (what ``FERDataset[i]`` returns, before the collate function)::
 
     {"id": str, "dataset": str, "label": int, "label_name": str, "soft_label": [8] float array | None,
-     "image": [H, W, 3] uint8, "image_size": (W, H),
+     "image": [H, W, 3] uint8, "image_size": (W, H), "crop_box": (x1, y1, x2, y2) int | None,
      "face_found": bool, "face_box": box | None, "landmarks": [68, 2] float32 | None,
      "au_prob": {AU: p}, "au_box": {AU: (x1, y1, x2, y2)}, "trace": str | None}
 
-Coordinates are pixels of the (augmented) image. Training images are augmented with albumentations;
+Each image is first cropped to its face (``data.face_crop``, :mod:`tagfer.data.face_crop`): ``crop_box``
+is the crop window in original-image pixels (None: the whole image is served), and the cached AU
+evidence (original pixels) is moved into the crop. A trace must have been built for the same crop (its
+``crop_box`` field); a mismatch is an error naming the trace file. Coordinates are pixels of the served
+(cropped, then augmented) image. Training images are augmented with albumentations;
 boxes, landmarks and the boxes written inside a trace follow every geometric transform
 (:mod:`tagfer.data.transforms`). The collate function (model-specific: it owns the processor, so the
 pixel preprocessing and tokenisation run in the DataLoader workers) is passed in by the training stage.
@@ -41,6 +45,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tagfer.au.cache import ensure_au_cache
 from tagfer.au.evidence import AUEvidence
 from tagfer.classes import CLASS_NAMES
+from tagfer.data.face_crop import NO_CROP, FaceCrop, apply_face_crop
 from tagfer.data.images import CorruptImageError, load_image
 from tagfer.data.readers import read_dataset
 from tagfer.data.records import FaceRecord
@@ -48,6 +53,7 @@ from tagfer.data.sampling import EpochSampler, SampleKey
 from tagfer.data.trace_boxes import TraceBoxMapper
 from tagfer.data.transforms import apply_augmentation, build_augmentation, reseed
 from tagfer.reasoning.build import read_traces
+from tagfer.reasoning.trace_file import trace_window
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +62,28 @@ Sample = dict
 
 @dataclass
 class FaceItem:
-    """A record joined with its AU evidence and (for SFT) its trace text."""
+    """A record joined with its AU evidence and (for SFT) its trace text and the crop it was written for."""
 
     record: FaceRecord
     evidence: AUEvidence
     trace: str | None = None
+    trace_crop: tuple[int, int, int, int] | None = None
+    trace_file: str | None = None
 
 
 class FERDataset(Dataset):
-    """Samples of one dataset split (see the module docstring for the sample layout)."""
+    """Samples of one dataset split (see the module docstring for the sample layout).
 
-    def __init__(self, items: list[FaceItem], *, augment=None, trace_mapper: TraceBoxMapper | None = None):
+    ``crop`` is the face-crop setting resolved for this split (:meth:`FaceCrop.for_images`).
+    """
+
+    def __init__(
+        self, items: list[FaceItem], *, augment=None, trace_mapper: TraceBoxMapper | None = None, crop: FaceCrop = NO_CROP
+    ):
         self.items = items
         self.augment = augment
         self.trace_mapper = trace_mapper
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.items)
@@ -81,10 +95,16 @@ class FERDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         """Sample ``index``; a :class:`SampleKey` index also reseeds the augmentation with its seed."""
         item = self.items[index]
-        record, evidence = item.record, item.evidence
+        record = item.record
         if self.augment is not None and isinstance(index, SampleKey):
             reseed(self.augment, index.seed)
-        image = load_image(record)
+        image, evidence, window = apply_face_crop(self.crop, record, load_image(record), item.evidence)
+        if item.trace is not None and window != item.trace_crop:
+            raise ValueError(
+                f"{item.trace_file}: the trace of {record.id!r} was built for the crop {item.trace_crop} but the sample is "
+                f"served with the crop {window} (data.face_crop changed?); delete the trace file and rebuild it "
+                "(tagfer traces build)"
+            )
         boxes = dict(evidence.au_box)
         if evidence.face_box is not None:
             boxes["__face__"] = evidence.face_box
@@ -107,6 +127,7 @@ class FERDataset(Dataset):
             "soft_label": record.soft_label,
             "image": image,
             "image_size": (int(image.shape[1]), int(image.shape[0])),
+            "crop_box": window,
             "face_found": bool(evidence.face_found),
             "face_box": face_box,
             "landmarks": landmarks,
@@ -173,6 +194,7 @@ class FERDataModule(L.LightningDataModule):
         self.prepare_traces = prepare_traces
         self.train_batch_size = train_batch_size or data_cfg.batch_size
         self.seed = seed
+        self.face_crop = FaceCrop.from_config(data_cfg.face_crop)
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, Counter] = {}
         self._resume: dict | None = None  # position restored from a checkpoint (load_state_dict)
@@ -196,14 +218,15 @@ class FERDataModule(L.LightningDataModule):
         parts = []
         skipped: Counter = Counter()
         for spec in self.data_cfg[split]:
-            items, spec_skipped = self._items(spec, training=(split == "train"))
+            items, spec_skipped, whole_photos = self._items(spec, training=(split == "train"))
             skipped.update(spec_skipped)
             augment = None
             if split == "train" and self.data_cfg.augment.enabled:
                 # Trace boxes can only follow geometric transforms through a trace mapper.
                 geometric = not (self.require_traces and self.trace_mapper is None)
                 augment = build_augmentation(self.data_cfg.augment, seed=self.seed, geometric=geometric)
-            parts.append(FERDataset(items, augment=augment, trace_mapper=self.trace_mapper))
+            crop = self.face_crop.for_images(whole_photos)
+            parts.append(FERDataset(items, augment=augment, trace_mapper=self.trace_mapper, crop=crop))
         self.skipped[split] = skipped
         total = sum(len(p) for p in parts)
         if total == 0:
@@ -212,7 +235,8 @@ class FERDataModule(L.LightningDataModule):
             log.info("data.%s: %d samples, skipped %s", split, total, dict(skipped))
         return parts[0] if len(parts) == 1 else KeyedConcatDataset(parts)
 
-    def _items(self, spec, *, training: bool) -> tuple[list[FaceItem], Counter]:
+    def _items(self, spec, *, training: bool) -> tuple[list[FaceItem], Counter, bool]:
+        """The usable items of ``spec``, the skip counts and whether its images are whole photos."""
         result = read_dataset(spec, strict=self.data_cfg.strict)
         skipped: Counter = Counter(result.skipped)
         cache = ensure_au_cache(spec, self.au_cfg)
@@ -229,15 +253,16 @@ class FERDataModule(L.LightningDataModule):
             if training and not cache.passed_quality(record.id):
                 skipped["failed face-quality filter"] += 1
                 continue
-            trace = None
+            trace = trace_crop = None
             if traces is not None:
                 trace_record = traces.get(record.id)
                 if trace_record is None:
                     skipped["no verified trace"] += 1
                     continue
                 trace = trace_record["trace"]
-            items.append(FaceItem(record=record, evidence=entry, trace=trace))
-        return items, skipped
+                trace_crop = trace_window(trace_record)
+            items.append(FaceItem(record=record, evidence=entry, trace=trace, trace_crop=trace_crop, trace_file=spec.traces))
+        return items, skipped, result.whole_photos
 
     def _loader(self, split: str, *, batch_size: int) -> DataLoader:
         dataset = self.datasets[split]

@@ -194,6 +194,6 @@ def read(root: Path, split: str, layout: str = "auto", label_mode: str = "majori
     check_split(NAME, split, SPLITS)
     resolved = resolve_layout(root, layout)
     mode = _mode_for(split, label_mode)
-    result = ReadResult(notes={"layout": resolved, "label_mode": mode})
+    result = ReadResult(whole_photos=False, notes={"layout": resolved, "label_mode": mode})  # 48×48 face crops
     (_read_csv if resolved == "csv" else _read_folder)(root, split, mode, result)
     return result

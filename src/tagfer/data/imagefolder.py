@@ -35,7 +35,7 @@ def splits(root: Path, **options) -> list[str]:
 def read(root: Path, split: str) -> ReadResult:
     check_split(NAME, split, SPLITS)
     split_dir = require_dir(root / split, f"image folder split {split!r}", LAYOUT)
-    result = ReadResult()
+    result = ReadResult(whole_photos=True)  # whatever a camera took
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and _visible(p)):
         name = normalize_label(class_dir.name)
         if name is None:

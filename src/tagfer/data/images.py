@@ -166,6 +166,16 @@ def decode_image(record: FaceRecord, max_pixels: int | None = None) -> DecodedIm
         return _decode_file(path, max_pixels)
 
 
+def reduce_pixels(pixels: np.ndarray, max_pixels: int | None) -> DecodedImage:
+    """An already decoded ``[H, W, 3]`` image shrunk (box filter) to :func:`working_size` for detection,
+    as a :class:`DecodedImage` whose ``original_size`` is ``(W, H)``; unchanged when it fits."""
+    size = (int(pixels.shape[1]), int(pixels.shape[0]))
+    target = working_size(size, max_pixels)
+    if target == size:
+        return DecodedImage(pixels, size)
+    return DecodedImage(np.asarray(Image.fromarray(pixels).resize(target, Image.Resampling.BOX)), size)
+
+
 def load_image(record: FaceRecord) -> np.ndarray:
     """The record's image at full size as a ``[H, W, 3]`` uint8 RGB array (:func:`decode_image`)."""
     return decode_image(record).pixels

@@ -124,7 +124,7 @@ def splits(root: Path, **options) -> list[str]:
 def read(root: Path, split: str, image_variant: str = "aligned") -> ReadResult:
     check_choice("image_variant", image_variant, IMAGE_VARIANTS)
     check_split(NAME, split, SPLITS, "; configs use split: test for validation")
-    result = ReadResult(notes={"image_variant": image_variant, "without_manual_annotation": 0, "without_bounding_box": 0})
+    result = ReadResult(whole_photos=image_variant == "original", notes={"image_variant": image_variant, "without_manual_annotation": 0, "without_bounding_box": 0})
     missing = []
     for number, name, row_split, label in _label_rows(root):
         if row_split != split:

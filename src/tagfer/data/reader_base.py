@@ -5,7 +5,8 @@ A reader module (``rafdb``, ``ferplus``, ``affectnet``, ``imagefolder``, ``synth
 * ``NAME`` — the registry key (``DatasetSpec.name``);
 * ``OPTIONS`` — the ``DatasetSpec`` fields it reads besides ``root`` and ``split``;
 * ``LAYOUT`` — a short description of the expected files, quoted in every layout error;
-* ``read(root: Path, split: str, **options) -> ReadResult`` and
+* ``read(root: Path, split: str, **options) -> ReadResult`` (which states whether the split's images are
+  whole photos or face crops: :attr:`ReadResult.whole_photos`) and
   ``splits(root: Path, **options) -> list[str]``.
 
 Bad input is never silently dropped: a missing root or label file, or a malformed row, raises
@@ -38,12 +39,18 @@ class ReadResult:
     """The records of one dataset split and what was left out on the way.
 
     Attributes:
+        whole_photos: the images are whole photos in which the face still has to be found (AffectNet's
+            2017 csv layout, RAF-DB ``original``, an image folder, synthetic ``pose: random``), not face
+            crops (RAF-DB ``aligned``, FERPlus, AffectNet's npy release, synthetic ``pose: aligned``).
+            Each reader states it; ``data.face_crop.source: auto`` crops whole photos only
+            (:mod:`tagfer.data.face_crop`).
         records: the usable records, in file order.
         skipped: reason → number of rows/images left out.
         skipped_examples: reason → up to :data:`MAX_SKIP_EXAMPLES` examples (``"id (file line N)"``).
         notes: reader facts worth logging (e.g. FERPlus ``label_source`` and ``label_mode``).
     """
 
+    whole_photos: bool
     records: list[FaceRecord] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)

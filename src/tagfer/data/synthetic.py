@@ -3,7 +3,8 @@
 Layout::
 
     <root>/manifest.json                 # {"generator": "tagfer.data.synthetic_faces", "generator_version": 2,
-                                         #  "seed": 0, "image_size": 112, "classes": [...8 names...],
+                                         #  "seed": 0, "image_size": 112, "pose": "random", "canvas": 1.0,
+                                         #  "classes": [...8 names...],
                                          #  "splits": {"train": 512, "val": 64, "test": 128}}
     <root>/<split>/images/<NNNNNN>.png   # RGB, image_size x image_size; NNNNNN = index in the split
     <root>/<split>/annotations.jsonl     # one JSON object per image, in index order:
@@ -24,8 +25,13 @@ place) and adds missing splits to an existing root the same way. An existing roo
 manifest has the same generator version, seed, image size and classes and every requested split holds at
 least the requested number of images; anything else is an error telling you to delete the root or choose
 another one. The reader (``name: synthetic``) generates on first use from the spec (``num_samples``,
-``seed``, ``image_size``), so the demo needs no download; it returns the first ``num_samples`` images of
+``seed``, ``image_size``, ``pose``, ``canvas``), so the demo needs no download; it returns the first ``num_samples`` images of
 the split with ``landmarks``, ``face_box`` and ``extra["au_intensity"]`` / ``["au_side"]`` / ``["pose"]``.
+
+``pose: random`` images are whole photos (:attr:`ReadResult.whole_photos`: ``data.face_crop`` ``auto``
+crops them to the face box); ``pose: aligned`` images are face crops. ``canvas`` > 1 (random pose only)
+draws the face ``canvas`` times smaller anywhere in the image: a scene with a small face
+(:func:`tagfer.data.synthetic_faces.sample_face`).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from tagfer.data.synthetic_faces import GENERATOR_VERSION, POSES, make_face
 log = logging.getLogger(__name__)
 
 NAME = "synthetic"
-OPTIONS = ("num_samples", "image_size", "seed", "pose")
+OPTIONS = ("num_samples", "image_size", "seed", "pose", "canvas")
 LAYOUT = (
     "<root>/manifest.json, <root>/<split>/images/<NNNNNN>.png and <root>/<split>/annotations.jsonl "
     "(made by `tagfer data synthesize`)"
@@ -95,7 +101,7 @@ def _annotation(face, record_id: str, label: str) -> dict:
 
 
 def _write_split(
-    directory: Path, split: str, count: int, seed: int, image_size: int, classes: tuple[str, ...], pose: str
+    directory: Path, split: str, count: int, seed: int, image_size: int, classes: tuple[str, ...], pose: str, canvas: float
 ) -> None:
     """Draw ``count`` faces of ``split`` into ``directory`` (``images/`` + ``annotations.jsonl``)."""
     images = directory / "images"
@@ -103,14 +109,14 @@ def _write_split(
     with (directory / "annotations.jsonl").open("w") as handle:
         for index in range(count):
             label = classes[index % len(classes)]
-            face = make_face(face_rng(seed, split, index), label, image_size, pose)
+            face = make_face(face_rng(seed, split, index), label, image_size, pose, canvas)
             name = f"{index:06d}.png"
             Image.fromarray(face.image).save(images / name, compress_level=1)
             handle.write(json.dumps(_annotation(face, f"{split}/images/{name}", label)) + "\n")
 
 
 def _incompatibility(manifest: dict, wanted: dict, counts: dict[str, int]) -> str | None:
-    manifest = {"pose": "random", **manifest}  # manifests written before the pose option
+    manifest = {"pose": "random", "canvas": 1.0, **manifest}  # manifests written before the pose / canvas options
     for key, value in wanted.items():
         if manifest.get(key) != value:
             return f"{key} is {manifest.get(key)!r}, requested {value!r}"
@@ -136,6 +142,7 @@ def generate_synthetic_dataset(
     image_size: int = 112,
     classes: tuple[str, ...] | list[str] = CLASS_NAMES,
     pose: str = "random",
+    canvas: float = 1.0,
 ) -> dict:
     """Make sure ``root`` holds the synthetic splits ``counts`` (split → number of images); return the manifest.
 
@@ -150,8 +157,10 @@ def generate_synthetic_dataset(
             raise ValueError(f"synthetic split {split!r}: need at least 1 image, got {count}")
     if pose not in POSES:
         raise ValueError(f"synthetic pose={pose!r}; expected one of {list(POSES)}")
+    if float(canvas) < 1.0 or (pose == "aligned" and float(canvas) != 1.0):
+        raise ValueError(f"synthetic canvas={canvas}: expected ≥ 1, and exactly 1 with pose='aligned'")
     wanted = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "seed": int(seed),
-              "image_size": int(image_size), "pose": pose, "classes": list(classes)}
+              "image_size": int(image_size), "pose": pose, "canvas": float(canvas), "classes": list(classes)}
     manifest = read_manifest(root)
     if manifest is None and root.exists() and any(root.iterdir()):
         raise DatasetLayoutError(
@@ -167,7 +176,7 @@ def generate_synthetic_dataset(
     try:
         for split, count in counts.items():
             log.info("generating %d synthetic faces for %s/%s (seed %d, %dpx)", count, root, split, seed, image_size)
-            _write_split(tmp / split, split, int(count), int(seed), int(image_size), classes, pose)
+            _write_split(tmp / split, split, int(count), int(seed), int(image_size), classes, pose, float(canvas))
         if manifest is None:
             _write_json_atomic(tmp / MANIFEST, {**wanted, "splits": {s: int(n) for s, n in counts.items()}})
             try:
@@ -233,7 +242,13 @@ def splits(root: Path, **options) -> list[str]:
 
 
 def read(
-    root: Path, split: str, num_samples: int | None = 512, image_size: int = 112, seed: int = 0, pose: str = "random"
+    root: Path,
+    split: str,
+    num_samples: int | None = 512,
+    image_size: int = 112,
+    seed: int = 0,
+    pose: str = "random",
+    canvas: float = 1.0,
 ) -> ReadResult:
     """The first ``num_samples`` faces of ``split``, generating the split first when it is missing.
 
@@ -241,9 +256,11 @@ def read(
     """
     check_split(NAME, split, SPLITS)
     if num_samples is not None:
-        generate_synthetic_dataset(root, {split: int(num_samples)}, seed=seed, image_size=image_size, pose=pose)
+        generate_synthetic_dataset(root, {split: int(num_samples)}, seed=seed, image_size=image_size, pose=pose, canvas=canvas)
     path = require_file(root / split / "annotations.jsonl", f"synthetic split {split!r}", LAYOUT)
-    result = ReadResult(notes={"manifest": read_manifest(root)})
+    manifest = read_manifest(root)
+    pose_on_disk = (manifest or {}).get("pose", "random")  # manifests written before the pose option: random
+    result = ReadResult(whole_photos=pose_on_disk != "aligned", notes={"manifest": manifest})
     with path.open() as handle:
         for number, line in enumerate(handle, start=1):
             if num_samples is not None and len(result.records) >= num_samples:
@@ -260,6 +277,8 @@ def read(
 def synthesize_command(args) -> int:
     """``tagfer data synthesize``: write the dataset and print its manifest."""
     counts = {split: n for split, n in (("train", args.train), ("val", args.val), ("test", args.test)) if n > 0}
-    manifest = generate_synthetic_dataset(args.out, counts, seed=args.seed, image_size=args.image_size, pose=args.pose)
+    manifest = generate_synthetic_dataset(
+        args.out, counts, seed=args.seed, image_size=args.image_size, pose=args.pose, canvas=args.canvas
+    )
     print(json.dumps({"root": str(args.out), **manifest}, indent=2))
     return 0

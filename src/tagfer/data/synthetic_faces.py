@@ -184,23 +184,30 @@ def face_landmarks(spec: FaceSpec) -> np.ndarray:
 POSES = ("random", "aligned")
 
 
-def sample_face(rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random") -> FaceSpec:
+def sample_face(
+    rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random", canvas: float = 1.0
+) -> FaceSpec:
     """A random face of class ``label`` whose 68 landmarks all lie at least 4 % inside the image.
 
-    ``pose="random"``: half the face width is U(0.30, 0.40) of the image side (shrunk until the face
-    fits), the rotation U(−12°, 12°), and the position uniform over the places where the landmarks fit.
+    ``pose="random"``: half the face width is U(0.30, 0.40) of the image side divided by ``canvas``
+    (shrunk until the face fits), the rotation U(−12°, 12°), and the position uniform over the places
+    where the landmarks fit. ``canvas`` > 1 makes a whole photo with a small face: the face of an
+    ``image_size / canvas`` picture placed anywhere in a larger scene (1: the face fills the frame;
+    the same seed then draws the same face as before the option existed).
     ``pose="aligned"``: like the aligned crops of real datasets (RAF-DB ``aligned``): half-width
     U(0.34, 0.40), rotation U(−4°, 4°), centre within ±4 % of the image side around (0.5, 0.47) —
-    a small residual misalignment, so boxes still differ from face to face.
+    a small residual misalignment, so boxes still differ from face to face (``canvas`` must be 1).
     """
     if image_size < 32:
         raise ValueError(f"image_size={image_size}: synthetic faces need at least 32 pixels")
     if pose not in POSES:
         raise ValueError(f"pose={pose!r}; expected one of {list(POSES)}")
+    if canvas < 1.0 or (pose == "aligned" and canvas != 1.0):
+        raise ValueError(f"canvas={canvas}: expected ≥ 1, and exactly 1 with pose='aligned'")
     au_intensity, au_side = sample_aus(rng, label)
     appearance = sample_appearance(rng)
     aligned = pose == "aligned"
-    scale = float(rng.uniform(0.34, 0.40) if aligned else rng.uniform(0.30, 0.40)) * image_size
+    scale = float(rng.uniform(0.34, 0.40) if aligned else rng.uniform(0.30, 0.40)) * image_size / canvas
     angle = float(rng.uniform(-4.0, 4.0) if aligned else rng.uniform(-12.0, 12.0))
     margin = 0.04 * image_size
     spec = FaceSpec(label, au_intensity, au_side, appearance, image_size, scale, angle, (0.0, 0.0))
@@ -220,9 +227,11 @@ def sample_face(rng: np.random.Generator, label: str, image_size: int = 112, pos
     return spec
 
 
-def make_face(rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random") -> SyntheticFace:
+def make_face(
+    rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random", canvas: float = 1.0
+) -> SyntheticFace:
     """:func:`sample_face` then :func:`render_face`."""
-    return render_face(sample_face(rng, label, image_size, pose))
+    return render_face(sample_face(rng, label, image_size, pose, canvas))
 
 
 # ----------------------------------------------------------------------------------------- rendering

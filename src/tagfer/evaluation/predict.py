@@ -3,17 +3,20 @@
 For each image:
 
 1. the AU detector (``--detector``, default ``builtin``: dlib face + 68 landmarks + the landmark-geometry
-   AU estimate) gives the face, AU probabilities and AU region boxes. Without a detected face the
-   notice says so and the model still runs on the whole image (there are then no detector boxes and
-   every AU the model cites counts as hallucinated);
-2. the model answers the task prompt (the classes it was trained on) greedily;
-3. the completion is parsed; its boxes (model space: norm1000 or resized-input pixels) are mapped to
-   image pixels with the model's :class:`~tagfer.models.space.ModelSpace`;
-4. the rationale and label are printed (``--json``: one JSON object per line), with the grounding
-   faithfulness against the detector, and a PNG with the predicted (red) and detector (cyan) boxes is
-   saved under ``--out``.
+   AU estimate) gives the face, AU probabilities and AU region boxes in the photo's pixels. Without a
+   detected face the notice says so and the model still runs on the whole image (there are then no
+   detector boxes and every AU the model cites counts as hallucinated);
+2. the photo is cropped to the detected face (``data.face_crop``; every input counts as a whole photo,
+   so ``auto`` crops: :mod:`tagfer.data.face_crop`) and the model answers the task prompt (the classes
+   it was trained on) on the crop, greedily;
+3. the completion is parsed; its boxes (model space of the crop: norm1000 or resized-input pixels) are
+   mapped to crop pixels with the model's :class:`~tagfer.models.space.ModelSpace`, then to the photo's
+   pixels (``box_pixels``); grounding is scored in the crop against the detector boxes moved there;
+4. the rationale and label are printed (``--json``: one JSON object per line, with ``crop_box``), with
+   the grounding faithfulness against the detector, and a PNG of the whole photo with the predicted
+   (red) and detector (cyan) boxes is saved under ``--out``.
 
-Settings (pixel bounds, dtype, ``traces.think_tags``, ``au.box_mode``, ``au.threshold``) come from
+Settings (pixel bounds, dtype, ``traces.think_tags``, ``au.box_mode``, ``au.threshold``, ``data.face_crop``) come from
 ``--config``, by default the ``config.yaml`` saved next to the export (``<run_dir>/config.yaml`` for
 ``<run_dir>/export``), else ``configs/eval.yaml``.
 """
@@ -35,7 +38,9 @@ from PIL import Image
 from tagfer.au.detectors import AUDetector, DetectorSpec
 from tagfer.au.evidence import AUEvidence
 from tagfer.config import load_config
-from tagfer.data.images import CorruptImageError, load_image
+from tagfer.crop import Window, box_from_crop
+from tagfer.data.face_crop import FaceCrop, apply_face_crop
+from tagfer.data.images import CorruptImageError, load_image, reduce_pixels
 from tagfer.data.records import FaceRecord
 from tagfer.evaluation.commands import predict_config_path
 from tagfer.evaluation.inference import InferenceModel, load_inference_model
@@ -51,9 +56,10 @@ class ImagePrediction:
     image: str
     evidence: AUEvidence
     prediction: Prediction
-    steps: list[dict]  # region, aus, observation, box (model space), box_pixels
+    steps: list[dict]  # region, aus, observation, box (model space of the crop), box_pixels (photo pixels)
     faithfulness: dict
     png: str
+    crop_box: Window | None = None  # the face crop the model saw, photo pixels (None: the whole photo)
 
     def to_json(self, threshold: float) -> dict:
         active = self.evidence.active(threshold)
@@ -68,6 +74,7 @@ class ImagePrediction:
                 "steps": self.steps,
                 "face_found": self.evidence.face_found,
                 "face_box": None if self.evidence.face_box is None else list(self.evidence.face_box),
+                "crop_box": None if self.crop_box is None else list(self.crop_box),
                 "active_aus": {au: {"prob": p, "box": list(self.evidence.au_box[au])} for au, p in active.items() if au in self.evidence.au_box},
                 "faithfulness": self.faithfulness,
                 "png": self.png,
@@ -121,13 +128,18 @@ def predict_images(
     max_new_tokens: int,
     batch_size: int = 8,
     threshold: float = 0.5,
+    crop: FaceCrop = FaceCrop(),
+    detect_max_pixels: int | None = None,
     notify=print,
 ) -> list[ImagePrediction]:
-    """Detect, generate, parse and draw for every image (see the module docstring).
+    """Detect, crop, generate, parse and draw for every image (see the module docstring).
 
-    ``notify`` receives the "no face detected" notices and, for an image that cannot be decoded
-    (whatever the decoder raised), one line naming it and why; that image is left out of the results.
+    ``crop`` is ``data.face_crop`` (inputs are whole photos); the detector reads each photo reduced to at
+    most ``detect_max_pixels`` (``au.detect_max_pixels``; None: full size). ``notify`` receives the "no face detected"
+    notices and, for an image that cannot be decoded (whatever the decoder raised), one line naming it and
+    why; that image is left out of the results.
     """
+    crop = crop.for_images(whole_photos=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_pngs = _png_paths(images, out_dir)
@@ -137,30 +149,50 @@ def predict_images(
         if not decoded:
             continue
         paths, pngs, records, pixels = (list(column) for column in zip(*decoded))
-        evidence = [detector.detect(image, record) for image, record in zip(pixels, records)]
+        # detection on at most detect_max_pixels (a 100-MP photo in seconds), landmarks and boxes in original pixels
+        evidence = [detector.detect_decoded(reduce_pixels(image, detect_max_pixels), record) for image, record in zip(pixels, records)]
         for path, found in zip(paths, evidence):
             if not found.face_found:
                 notify(f"{path}: no face detected by the {detector.name} detector; the model sees the whole image and there are no detector boxes")
-        inputs = build_generation_inputs(engine.processor, pixels, [engine.prompt] * len(paths))
+        served = [apply_face_crop(crop, record, image, found) for record, image, found in zip(records, pixels, evidence)]
+        inputs = build_generation_inputs(engine.processor, [image for image, _, _ in served], [engine.prompt] * len(paths))
         predictions = engine.predict(inputs, max_new_tokens=max_new_tokens)
-        for path, image, found, prediction, png in zip(paths, pixels, evidence, predictions, pngs):
-            results.append(_finish(engine, path, image, found, prediction, png, threshold))
+        for path, image, found, view, prediction, png in zip(paths, pixels, evidence, served, predictions, pngs):
+            results.append(_finish(engine, path, image, found, view, prediction, png, threshold))
     return results
 
 
-def _finish(engine: InferenceModel, path: str, image: np.ndarray, evidence: AUEvidence, prediction: Prediction, png: Path, threshold: float) -> ImagePrediction:
+def _finish(
+    engine: InferenceModel,
+    path: str,
+    image: np.ndarray,
+    evidence: AUEvidence,
+    view: tuple[np.ndarray, AUEvidence, Window | None],
+    prediction: Prediction,
+    png: Path,
+    threshold: float,
+) -> ImagePrediction:
+    """Map the completion's boxes from the crop the model saw (``view``: image, evidence, window) to the
+    photo, score grounding in the crop, draw on the photo."""
+    served, served_evidence, window = view
+    served_size = (int(served.shape[1]), int(served.shape[0]))
     size = (int(image.shape[1]), int(image.shape[0]))
     steps = []
     for step in prediction.trace.steps:
-        box_pixels = None if step.box is None else engine.space.to_pixels(step.box, size)
+        box_pixels = None
+        if step.box is not None:
+            box_pixels = engine.space.to_pixels(step.box, served_size)
+            box_pixels = box_pixels if window is None else box_from_crop(box_pixels, window)
         steps.append({"region": step.region, "aus": list(step.aus), "observation": step.observation, "box": step.box, "box_pixels": box_pixels})
-    model_boxes = boxes_to_model_space(evidence.au_box, size, engine.space.input_size(size), engine.space.convention)
+    model_boxes = boxes_to_model_space(served_evidence.au_box, served_size, engine.space.input_size(served_size), engine.space.convention)
     counts = faithfulness_counts(prediction.trace, evidence.au_prob, model_boxes, prediction.answer, threshold=threshold)
     predicted = [(",".join(s["aus"]) or s["region"], s["box_pixels"]) for s in steps if s["box_pixels"] is not None]
     detector_boxes = {au: evidence.au_box[au] for au in evidence.active(threshold) if au in evidence.au_box}
     caption = f"pred: {prediction.answer or '-'}" + ("" if evidence.face_found else " (no face detected)")
     _save_png(draw_grounding(image, predicted, detector_boxes, caption=caption, scale=drawing_scale(size)), png)
-    return ImagePrediction(image=path, evidence=evidence, prediction=prediction, steps=steps, faithfulness=counts.to_json(), png=str(png))
+    return ImagePrediction(
+        image=path, evidence=evidence, prediction=prediction, steps=steps, faithfulness=counts.to_json(), png=str(png), crop_box=window
+    )
 
 
 def format_text(result: ImagePrediction, threshold: float) -> str:
@@ -201,6 +233,8 @@ def run_predict(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         threshold=threshold,
+        crop=FaceCrop.from_config(cfg.data.face_crop),
+        detect_max_pixels=cfg.au.detect_max_pixels,
         notify=lambda text: print(text, file=sys.stderr if args.json else sys.stdout),
     )
     for result in results:

@@ -8,9 +8,12 @@ joined with its AU cache entry and gets a trace from
 * ``--source teacher``: :func:`tagfer.reasoning.teacher.run_teacher` with the local VLM
   ``traces.teacher.name_or_path``.
 
+Every image is first cropped to its face exactly as the DataModule will serve it (``data.face_crop``,
+:mod:`tagfer.data.face_crop`): the AU evidence is moved into the crop, the teacher sees the crop, and
+each line records the crop window (``crop_box``, original pixels) and the crop's size (``orig_size``).
 Boxes in the file are always in the coordinate space of the *student* (``model``: its family's
-convention after its processor's resize), whatever wrote them: a teacher's boxes are brought from the
-teacher's space through original-image pixels into the student's. Lines are appended durably and a
+convention after its processor's resize of the served image), whatever wrote them: a teacher's boxes
+are brought from the teacher's space through the served image's pixels into the student's. Lines are appended durably and a
 rerun resumes (:mod:`tagfer.reasoning.trace_file`); samples that got no trace go to the
 ``.rejected.jsonl`` sidecar with their reason; statistics over the whole file are printed and written
 to ``<file>.stats.json``.
@@ -29,6 +32,8 @@ from typing import Any
 from tagfer.atomic_files import atomic_write_text
 from tagfer.classes import CLASS_NAMES
 from tagfer.config import ConfigError
+from tagfer.crop import Window, crop_image, window_size
+from tagfer.data.face_crop import NO_CROP, FaceCrop, crop_evidence
 from tagfer.data.images import CorruptImageError, image_size, load_image
 from tagfer.models.boxes import Size
 from tagfer.models.space import ModelSpace
@@ -154,18 +159,20 @@ def _write_stats(report: BuildReport) -> Path:
 # -------------------------------------------------------------------------------------- the build
 @dataclass
 class _Sample:
-    """A record ready for a trace: its evidence and original image size."""
+    """A record ready for a trace: its evidence and size as served (in the face crop when ``window`` is set)."""
 
     record: Any
     evidence: Any
     orig_size: Size
+    window: Window | None = None
 
 
 class _Build:
     """Writes one trace file: resumes, rejects, converts boxes, counts."""
 
-    def __init__(self, spec: Any, path: Path, source: str, space: ModelSpace, cfg: Any):
+    def __init__(self, spec: Any, path: Path, source: str, space: ModelSpace, cfg: Any, crop: FaceCrop):
         self.spec = spec
+        self.crop = crop
         self.source = source
         self.space = space
         self.cfg = cfg
@@ -205,13 +212,21 @@ class _Build:
                 self.reject(record, "failed_quality", {})
             else:
                 try:
-                    size = image_size(record)
+                    sample = self._served(record, evidence)
                 except CorruptImageError as err:
                     self.reject(record, "corrupt_image", {"detail": str(err)})
                 else:
-                    yield _Sample(record, evidence, size)
+                    yield sample
                     continue
             progress()
+
+    def _served(self, record: Any, evidence: Any) -> _Sample:
+        """The sample as the DataModule serves it: evidence and size in the face crop, if any."""
+        size = image_size(record)
+        window = self.crop.window(record, evidence, size)
+        if window is None:
+            return _Sample(record, evidence, size)
+        return _Sample(record, crop_evidence(evidence, window), window_size(window), window)
 
     def keep(self, sample: _Sample, text: str, provenance: dict) -> None:
         record = sample.record
@@ -226,6 +241,7 @@ class _Build:
                 "convention": self.space.convention,
                 "input_size": list(self.space.input_size(sample.orig_size)),
                 "orig_size": list(sample.orig_size),
+                "crop_box": None if sample.window is None else list(sample.window),
                 "think_tags": bool(self.cfg.traces.think_tags),
                 "provenance": provenance,
             }
@@ -319,6 +335,8 @@ def _teacher(
                 continue
             top = groundable_top_k(sample.evidence, int(cfg.traces.top_k), float(cfg.au.threshold))
             boxes = {au: integer_box(teacher_space.to_model(sample.evidence.au_box[au], sample.orig_size)) for au in top}
+            if sample.window is not None:
+                image = crop_image(image, sample.window)
             yield TeacherSample(sample.record.id, image, sample.record.label_name, top, boxes, {"sample": sample})
 
     for outcome in run_teacher(requests(), generate, options):
@@ -361,15 +379,19 @@ def build_trace_file(
     source: str,
     student: ModelSpace,
     teacher: tuple[GenerateFn, ModelSpace, str] | None = None,
+    crop: FaceCrop = NO_CROP,
     progress: bool = True,
 ) -> BuildReport:
     """Build (or resume) one trace file from ``records`` and their AU ``cache`` (``lookup(id)`` →
-    :class:`AUEvidence` or None, ``passed_quality(id)``); writes ``<file>.stats.json`` and returns the report."""
+    :class:`AUEvidence` or None, ``passed_quality(id)``); writes ``<file>.stats.json`` and returns the report.
+
+    ``crop`` is the face-crop setting resolved for these records (:meth:`FaceCrop.for_images`); the
+    default serves whole images."""
     from tqdm.auto import tqdm
 
     if source == "teacher" and teacher is None:
         raise ValueError("source='teacher' needs teacher=(generate, teacher space, name)")
-    build = _Build(spec, path, source, student, cfg)
+    build = _Build(spec, path, source, student, cfg, crop)
     todo = sum(not build.done(r.id) for r in records)
     try:
         with tqdm(total=todo, desc=f"traces {spec.name}/{spec.split}", disable=not progress, unit="img") as bar:
@@ -411,12 +433,16 @@ def build_traces(
     student = student or student_space(cfg.model)
     if source == "teacher" and teacher is None:
         teacher = load_teacher(cfg)
+    face_crop = FaceCrop.from_config(cfg.data.face_crop)
     reports = []
     for spec, path in targets:
-        records = read_dataset(spec, strict=cfg.data.strict).records
+        result = read_dataset(spec, strict=cfg.data.strict)
         cache = ensure_au_cache(spec, cfg.au, progress=progress)
+        crop = face_crop.for_images(result.whole_photos)
         reports.append(
-            build_trace_file(spec, path, records, cache, cfg, source=source, student=student, teacher=teacher, progress=progress)
+            build_trace_file(
+                spec, path, result.records, cache, cfg, source=source, student=student, teacher=teacher, crop=crop, progress=progress
+            )
         )
     return reports
 

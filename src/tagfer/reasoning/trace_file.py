@@ -10,7 +10,9 @@ One line per kept sample::
 ``id`` is the record id (image path relative to the dataset root), ``label`` a canonical class name,
 ``trace`` text that :func:`tagfer.reasoning.trace.parse_trace` reads with no error and whose answer is
 ``label``; its boxes are in ``convention`` for a model input of ``input_size`` = (width, height) pixels,
-made from an original image of ``orig_size``. ``provenance`` says how the trace was made (template:
+made from an image of ``orig_size``: the image as served, i.e. the face crop when ``crop_box``
+(``[x1, y1, x2, y2]`` integer pixels of the original image, :mod:`tagfer.data.face_crop`) is given,
+else the original image (``crop_box`` null or absent: files written before the face crop). ``provenance`` says how the trace was made (template:
 cited AUs, evidence pattern, policy; teacher: teacher, attempts, format failures, eliminated labels).
 
 Samples that got no trace are appended to a sidecar ``<file>.rejected.jsonl`` (``id``, ``dataset``,
@@ -81,6 +83,25 @@ def _check_size(value: list, key: str, where: str) -> None:
         raise TraceFileError(f"{where}: field {key!r} is {value!r}, expected [width, height] positive integers")
 
 
+def trace_window(data: dict) -> tuple[int, int, int, int] | None:
+    """The ``crop_box`` of a (validated) trace record as a tuple, None when the trace is for the whole image."""
+    box = data.get("crop_box")
+    return None if box is None else tuple(int(v) for v in box)
+
+
+def _check_crop_box(value: object, where: str) -> None:
+    if value is None:
+        return
+    if not (
+        isinstance(value, list)
+        and len(value) == 4
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        and value[2] > value[0]
+        and value[3] > value[1]
+    ):
+        raise TraceFileError(f"{where}: field 'crop_box' is {value!r}, expected null or [x1, y1, x2, y2] integers with x2 > x1, y2 > y1")
+
+
 def validate_trace_record(data: object, where: str) -> dict:
     """Check one trace-file object against the schema (module docstring); returns it.
 
@@ -97,6 +118,7 @@ def validate_trace_record(data: object, where: str) -> dict:
         raise TraceFileError(f"{where}: convention {data['convention']!r} is not one of {list(CONVENTIONS)}")
     _check_size(data["input_size"], "input_size", where)
     _check_size(data["orig_size"], "orig_size", where)
+    _check_crop_box(data.get("crop_box"), where)
     parsed = parse_trace(data["trace"], require_think=data["think_tags"])
     if not parsed.valid:
         raise TraceFileError(f"{where}: trace of {data['id']!r} does not parse: {'; '.join(parsed.errors[:3])}")
