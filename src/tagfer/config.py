@@ -156,6 +156,7 @@ class TeacherConfig:
     request_timeout_s: float = 300.0
     max_retries: int = 5  # per request, on HTTP 429/5xx, dropped connections and timeouts
     backoff_s: float = 1.0  # first retry delay, doubled per retry (capped at 60 s)
+    extensions: bool = True  # send vLLM's top_k/repetition_penalty/return_token_ids (false: a hosted API that rejects them)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tagfer.models.inputs import SYSTEM_PROMPT
+from tagfer.models.inputs import SYSTEM_PROMPT, to_pil
 
 #: HTTP statuses worth a retry: rate limited, and server-side failures.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -46,19 +46,22 @@ class Sampling:
     top_k: int = 0
     seed: int | None = None
 
-    def request_fields(self) -> dict[str, Any]:
-        """The request body's sampling fields, every one stated (vLLM reads ``top_k``/``repetition_penalty``
-        as extensions; ``top_k`` -1 is vLLM's "off")."""
+    def request_fields(self, *, extensions: bool = True) -> dict[str, Any]:
+        """The request body's sampling fields, every one stated. With ``extensions`` (a vLLM server) also
+        vLLM's ``top_k`` (-1 = off), ``repetition_penalty`` and ``return_token_ids``; without (a hosted
+        API that rejects unknown fields) only the OpenAI ones."""
         fields: dict[str, Any] = {
             "max_tokens": int(self.max_new_tokens),
             "temperature": float(self.temperature),
             "top_p": float(self.top_p) if self.temperature > 0 else 1.0,
-            "top_k": int(self.top_k) if self.temperature > 0 and self.top_k > 0 else -1,
-            "repetition_penalty": 1.0,
             "presence_penalty": 0.0,
             "frequency_penalty": 0.0,
             "n": 1,
         }
+        if extensions:
+            fields["top_k"] = int(self.top_k) if self.temperature > 0 and self.top_k > 0 else -1
+            fields["repetition_penalty"] = 1.0
+            fields["return_token_ids"] = True
         if self.seed is not None:
             fields["seed"] = int(self.seed)
         return fields
@@ -76,6 +79,7 @@ class EndpointSettings:
         max_retries: retries of one request after a retryable failure.
         backoff_s: first retry delay; doubled each retry, capped at ``backoff_cap_s``.
         concurrency: requests in flight at once.
+        extensions: send vLLM's request extensions (see :meth:`Sampling.request_fields`).
     """
 
     base_url: str
@@ -86,6 +90,7 @@ class EndpointSettings:
     backoff_s: float = 1.0
     backoff_cap_s: float = 60.0
     concurrency: int = 8
+    extensions: bool = True
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -100,13 +105,16 @@ def backoff_delay(retry: int, base_s: float, cap_s: float) -> float:
 
 
 def image_data_url(image: Any) -> str:
-    """A PIL image as a ``data:image/png;base64,...`` URL (PNG: lossless, the pixels the HF path sees)."""
+    """An image (PIL, or an HWC uint8 array) as a ``data:image/png;base64,...`` URL (PNG: lossless, the
+    pixels the HF path sees)."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
+    to_pil(image).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def chat_body(model: str, image: Any, prompt: str, sampling: Sampling, system_prompt: str | None = SYSTEM_PROMPT) -> dict:
+def chat_body(
+    model: str, image: Any, prompt: str, sampling: Sampling, system_prompt: str | None = SYSTEM_PROMPT, *, extensions: bool = True
+) -> dict:
     """The JSON body of one chat-completions request (messages as :func:`tagfer.models.inputs.chat_messages`)."""
     messages: list[dict] = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append(
@@ -115,7 +123,17 @@ def chat_body(model: str, image: Any, prompt: str, sampling: Sampling, system_pr
             "content": [{"type": "image_url", "image_url": {"url": image_data_url(image)}}, {"type": "text", "text": prompt}],
         }
     )
-    return {"model": model, "messages": messages, **sampling.request_fields()}
+    return {"model": model, "messages": messages, **sampling.request_fields(extensions=extensions)}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer: its ``text``, whether it hit ``max_new_tokens`` (``finish_reason`` "length") and, from
+    a vLLM server, the generated ``token_ids`` (None elsewhere)."""
+
+    text: str
+    truncated: bool
+    token_ids: tuple[int, ...] | None = None
 
 
 class _Retryable(Exception):
@@ -131,19 +149,26 @@ class ChatClient:
 
     def complete(self, images: Sequence[Any], prompts: Sequence[str], sampling: Sampling) -> list[str]:
         """One completion text per prompt, in order. Raises :class:`EndpointError`."""
+        return [c.text for c in self.completions(images, prompts, sampling)]
+
+    def completions(self, images: Sequence[Any], prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+        """One :class:`Completion` per prompt, in order. Raises :class:`EndpointError`."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
-        bodies = [chat_body(self.settings.model, image, prompt, sampling) for image, prompt in zip(images, prompts)]
-        if len(bodies) <= 1 or self.settings.concurrency == 1:
-            return [self._request_with_retries(body) for body in bodies]
-        with ThreadPoolExecutor(max_workers=min(self.settings.concurrency, len(bodies))) as pool:
-            return list(pool.map(self._request_with_retries, bodies))
+        s = self.settings
+        bodies = [chat_body(s.model, image, prompt, sampling, extensions=s.extensions) for image, prompt in zip(images, prompts)]
+        if len(bodies) <= 1 or s.concurrency == 1:
+            return [self._chat(body) for body in bodies]
+        with ThreadPoolExecutor(max_workers=min(s.concurrency, len(bodies))) as pool:
+            return list(pool.map(self._chat, bodies))
 
-    def _request_with_retries(self, body: dict) -> str:
+    def _chat(self, body: dict) -> Completion:
         payload = self.post("/chat/completions", body)
         try:
-            return payload["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
+            choice = payload["choices"][0]
+            ids = choice.get("token_ids")
+            return Completion(choice["message"]["content"] or "", choice.get("finish_reason") == "length", None if ids is None else tuple(ids))
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise EndpointError(f"{self.settings.base_url}: unexpected response {json.dumps(payload)[:300]}") from None
 
     def post(self, path: str, body: dict) -> Any:

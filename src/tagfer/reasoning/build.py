@@ -377,6 +377,7 @@ def loaded_teacher(cfg: Any) -> Iterator[tuple[GenerateFn, ModelSpace, str]]:
             max_retries=int(teacher.max_retries),
             backoff_s=float(teacher.backoff_s),
             concurrency=int(teacher.concurrency),
+            extensions=bool(teacher.extensions),
         )
         return endpoint_generator(ChatClient(tuned), sampling)
 
