@@ -38,13 +38,16 @@ class EndpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings sent with every request. ``temperature`` 0 is greedy; ``top_k`` 0 is off."""
+    """Decoding settings sent with every request. ``temperature`` 0 is greedy; ``top_k`` 0 is off;
+    ``banned_token_ids`` get a logit bias of -100 (the vision placeholders the HF path suppresses,
+    :func:`tagfer.models.generation.suppressed_token_ids`)."""
 
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    banned_token_ids: tuple[int, ...] = ()
 
     def request_fields(self, *, extensions: bool = True) -> dict[str, Any]:
         """The request body's sampling fields, every one stated. With ``extensions`` (a vLLM server) also
@@ -58,6 +61,8 @@ class Sampling:
             "frequency_penalty": 0.0,
             "n": 1,
         }
+        if self.banned_token_ids:
+            fields["logit_bias"] = {str(int(i)): -100 for i in self.banned_token_ids}
         if extensions:
             fields["top_k"] = int(self.top_k) if self.temperature > 0 and self.top_k > 0 else -1
             fields["repetition_penalty"] = 1.0

@@ -337,8 +337,8 @@ def _teacher(
         progress()
 
 
-def _teacher_processor_space(cfg: Any, path: str) -> ModelSpace:
-    """The box space of the teacher at ``path`` from its processor alone (no weights are loaded)."""
+def _teacher_processor_space(cfg: Any, path: str) -> tuple[Any, ModelSpace]:
+    """The processor of the teacher at ``path`` and its box space (no weights are loaded)."""
     from transformers import AutoProcessor
 
     from tagfer.models.families import read_model_type, resolve_family
@@ -348,7 +348,7 @@ def _teacher_processor_space(cfg: Any, path: str) -> ModelSpace:
         raise ConfigError("traces.teacher.endpoint needs traces.teacher.name_or_path: a directory with the teacher's processor (its box space)")
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     set_pixel_bounds(processor, cfg.model.min_pixels, cfg.model.max_pixels)
-    return ModelSpace.of(processor, resolve_family("auto", read_model_type(path)))
+    return processor, ModelSpace.of(processor, resolve_family("auto", read_model_type(path)))
 
 
 @contextmanager
@@ -364,13 +364,15 @@ def loaded_teacher(cfg: Any) -> Iterator[tuple[GenerateFn, ModelSpace, str]]:
     from omegaconf import OmegaConf
 
     from tagfer.models.engine import api_key_from_env, hf_generator, vllm_endpoint
+    from tagfer.models.generation import suppressed_token_ids
     from tagfer.models.loader import load_vlm
     from tagfer.models.openai_endpoint import ChatClient, EndpointSettings, Sampling, endpoint_generator
 
     teacher = cfg.traces.teacher
-    sampling = Sampling(max_new_tokens=int(teacher.max_new_tokens), temperature=float(teacher.temperature))
 
-    def client(settings: EndpointSettings) -> GenerateFn:
+    def client(settings: EndpointSettings, processor: Any) -> GenerateFn:
+        banned = tuple(suppressed_token_ids(processor))  # the vision placeholders, as the HF path
+        sampling = Sampling(max_new_tokens=int(teacher.max_new_tokens), temperature=float(teacher.temperature), banned_token_ids=banned)
         tuned = dataclasses.replace(
             settings,
             timeout_s=float(teacher.request_timeout_s),
@@ -384,14 +386,15 @@ def loaded_teacher(cfg: Any) -> Iterator[tuple[GenerateFn, ModelSpace, str]]:
     if teacher.endpoint:
         name = str(teacher.model or teacher.name_or_path)
         settings = EndpointSettings(str(teacher.endpoint), name, api_key_from_env(str(teacher.api_key_env), "traces.teacher.api_key_env"))
-        yield client(settings), _teacher_processor_space(cfg, str(teacher.name_or_path)), name
+        processor, space = _teacher_processor_space(cfg, str(teacher.name_or_path))
+        yield client(settings, processor), space, name
         return
     if not teacher.name_or_path:
         raise ConfigError("traces.source=teacher needs traces.teacher.name_or_path (a local VLM directory) or traces.teacher.endpoint")
     if cfg.engine.backend == "vllm":
-        space = _teacher_processor_space(cfg, str(teacher.name_or_path))
+        processor, space = _teacher_processor_space(cfg, str(teacher.name_or_path))
         with vllm_endpoint(OmegaConf.to_object(cfg.engine.vllm), str(teacher.name_or_path)) as settings:
-            yield client(settings), space, str(teacher.name_or_path)
+            yield client(settings, processor), space, str(teacher.name_or_path)
         return
     model_cfg = OmegaConf.merge(cfg.model, {"name_or_path": teacher.name_or_path, "build_tiny": False, "init_from": None, "family": "auto"})
     model, processor, family = load_vlm(model_cfg, for_training=False)
