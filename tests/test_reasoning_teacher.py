@@ -138,11 +138,11 @@ def test_tiny_model_as_teacher_counts_attempts_and_keeps_only_verified_traces(ti
 
     from fixtures_models import tiny_model_cfg
     from tagfer.models.loader import load_vlm
-    from tagfer.reasoning.teacher import vlm_generator
+    from tagfer.models.engine import hf_generator
 
     model, processor, _ = load_vlm(tiny_model_cfg(tiny_qwen2_vl_dir), for_training=False)
     calls: list[int] = []
-    tiny = vlm_generator(model, processor, max_new_tokens=12, temperature=1.0)
+    tiny = hf_generator(model, processor, max_new_tokens=12, temperature=1.0)
 
     def generate(images, prompts):
         calls.append(len(prompts))

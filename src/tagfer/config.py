@@ -54,6 +54,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.strategy": ("auto", "ddp", "ddp_spawn", "fsdp"),
     "eval.prior": ("emfacs", "wide"),
     "data.face_crop.source": ("auto", "dataset", "detector", "none"),
+    "engine.backend": ("hf", "vllm"),
 }
 DATASET_NAMES = ("rafdb", "ferplus", "affectnet", "imagefolder", "synthetic")
 SPLITS = ("train", "val", "test")
@@ -162,12 +163,21 @@ class AUConfig:
 # ------------------------------------------------------------------------------------------ traces
 @dataclass
 class TeacherConfig:
-    name_or_path: str = ""  # local VLM directory
+    name_or_path: str = ""  # local VLM directory (with an endpoint: the teacher's processor, for its box space)
     max_format_retries: int = 3
     max_label_retries: int = 3
     max_new_tokens: int = 512
     temperature: float = 0.7
     batch_size: int = 4
+    # An OpenAI-compatible endpoint instead of the local model (a vLLM server, a hosted API): its /v1 root.
+    endpoint: str = ""
+    model: str = ""  # served model name (default: name_or_path)
+    api_key_env: str = ""  # environment variable holding the endpoint's API key ("" = none)
+    concurrency: int = 8  # requests in flight
+    request_timeout_s: float = 300.0
+    max_retries: int = 5  # per request, on HTTP 429/5xx, dropped connections and timeouts
+    backoff_s: float = 1.0  # first retry delay, doubled per retry (capped at 60 s)
+    extensions: bool = True  # send vLLM's top_k/repetition_penalty/return_token_ids (false: a hosted API that rejects them)
 
 
 @dataclass
@@ -179,6 +189,30 @@ class TraceConfig:
     seed: int = 0
     missing_prior: str = "inspect"  # label without its prototypical AUs: inspect | weak | drop (reasoning.template)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+# ------------------------------------------------------------------------------------------ engine
+@dataclass
+class VLLMConfig:
+    """A vLLM server: one the project launches from ``python`` (scripts/setup_vllm.sh), or ``url``."""
+
+    url: str = ""  # a server already running (its /v1 root); empty: launch one per run
+    api_key_env: str = ""  # environment variable holding ``url``'s API key (a launched server gets a fresh key)
+    python: str = ".venv-vllm/bin/python"  # interpreter of the vLLM environment
+    host: str = "127.0.0.1"  # listen address of a launched server (loopback only by default)
+    port: int = 0  # 0: a free port
+    args: list[str] = field(default_factory=lambda: ["--dtype", "float32", "--max-model-len", "2048", "--max-num-seqs", "16"])
+    env: dict[str, str] = field(default_factory=lambda: {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    startup_timeout_s: float = 900.0
+    request_timeout_s: float = 300.0
+    max_retries: int = 3
+    concurrency: int = 16
+
+
+@dataclass
+class EngineConfig:
+    backend: str = "hf"  # hf (in-process transformers generate) | vllm (a vLLM server)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -367,6 +401,7 @@ class TagferConfig:
     data: DataConfig = field(default_factory=DataConfig)
     au: AUConfig = field(default_factory=AUConfig)
     traces: TraceConfig = field(default_factory=TraceConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)

@@ -7,16 +7,20 @@ on from the export metadata (all 8 when none are recorded), and moves it to the 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from tagfer.evaluation.label_space import trained_classes
 from tagfer.evaluation.predictions import Prediction
-from tagfer.models.export import read_export_meta
-from tagfer.models.generation import generate_completions
+from tagfer.models.export import ADAPTER_CONFIG_FILE, read_export_meta
+from tagfer.models.generation import generate_completions, suppressed_token_ids
 from tagfer.models.loader import load_vlm
+from tagfer.models.openai_endpoint import ChatClient, Sampling
 from tagfer.models.space import ModelSpace
 from tagfer.reasoning.prompt import task_prompt
 from tagfer.training.collate import PromptCollator
@@ -67,6 +71,45 @@ class InferenceModel:
         completions = generate_completions(self.model, self.processor, inputs.to(self.device), max_new_tokens=max_new_tokens, do_sample=False)
         truncated = completions.truncated.tolist()
         return [Prediction.from_completion(text, truncated=cut) for text, cut in zip(completions.texts, truncated)]
+
+
+def endpoint_predictor(client: ChatClient, prompt: str, processor: Any, *, max_new_tokens: int) -> Callable[[dict], list[Prediction]]:
+    """A predictor of evaluation batches through an OpenAI-compatible endpoint: the batch's images
+    (``meta["image"]``) with ``prompt``, greedy (:class:`Sampling` temperature 0), parsed as
+    :meth:`InferenceModel.predict` parses. Token ids returned by the server are decoded with
+    ``processor`` as the HF path decodes (the server's own text drops an incomplete UTF-8 tail)."""
+    sampling = Sampling(max_new_tokens=int(max_new_tokens), banned_token_ids=tuple(suppressed_token_ids(processor)))
+
+    def text(completion) -> str:
+        if completion.token_ids is None:
+            return completion.text
+        return processor.batch_decode([list(completion.token_ids)], skip_special_tokens=True)[0]
+
+    def predict(batch: dict) -> list[Prediction]:
+        images = batch["meta"]["image"]
+        results = client.completions(images, [prompt] * len(images), sampling)
+        return [Prediction.from_completion(text(c), truncated=c.truncated) for c in results]
+
+    return predict
+
+
+def served_model(source: str) -> tuple[str, str | None, int]:
+    """``(model directory to serve, adapter directory or None, adapter rank)`` of an evaluation source:
+    a model directory is served as it is; an adapter export over a plain model serves the base with the
+    adapter loaded at run time. An adapter over an adapter (RL over SFT) needs the SFT adapter merged
+    first: ValueError."""
+    path = Path(source)
+    config = path / ADAPTER_CONFIG_FILE
+    if not config.is_file():
+        return str(path), None, 0
+    adapter = json.loads(config.read_text())
+    base = read_export_meta(path).get("base_name_or_path") or adapter.get("base_model_name_or_path")
+    if not base or (Path(base) / ADAPTER_CONFIG_FILE).is_file():
+        raise ValueError(
+            f"{source}: engine.backend=vllm serves a model directory or one adapter over a plain model; "
+            f"this adapter's base {base!r} is {'missing' if not base else 'itself an adapter'} (export it merged, or use engine.backend=hf)"
+        )
+    return str(base), str(path), int(adapter.get("r", 16))
 
 
 def load_inference_model(model_cfg, *, checkpoint: str | None, think_tags: bool, accelerator: str = "auto") -> InferenceModel:

@@ -13,26 +13,49 @@
 4. write ``predictions.jsonl``, ``report.json`` and ``report.md`` (:mod:`tagfer.evaluation.report`),
    print a summary and, as the last line, ``report: <path of report.json>``.
 
-Evaluation runs in a single process on one device (CUDA when available unless
-``trainer.accelerator=cpu``); it is not sharded across DDP ranks.
+With ``engine.backend=hf`` evaluation runs in a single process on one device (CUDA when available unless
+``trainer.accelerator=cpu``); it is not sharded across DDP ranks. With ``engine.backend=vllm`` the
+prompts go, greedy and ``engine.vllm.concurrency`` at a time, to a vLLM server of the exported model
+(launched for the run, or ``engine.vllm.url``), which batches them itself and spreads them over its GPUs
+with its own tensor/data parallelism (``engine.vllm.args``: ``--tensor-parallel-size``,
+``--data-parallel-size``); prompts, parsing and metrics are the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import lightning as L
+from omegaconf import OmegaConf
 
 from tagfer.config import save_config
-from tagfer.evaluation.inference import load_inference_model
+from tagfer.evaluation.inference import endpoint_predictor, load_inference_model, served_model
 from tagfer.evaluation.report import print_summary, write_report
 from tagfer.evaluation.scoring import GroundingOptions
 from tagfer.evaluation.sets import evaluate_sets
+from tagfer.models.engine import vllm_endpoint
+from tagfer.models.openai_endpoint import ChatClient
 from tagfer.run_lock import hold_run_dir
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def vllm_predictor(cfg, source: str, prompt: str, processor, max_new_tokens: int):
+    """The predictor of ``engine.backend=vllm``: a vLLM server for ``source`` (``engine.vllm``: launched
+    for the evaluation, or its ``url``), an exported adapter loaded on it at run time."""
+    model_dir, adapter, rank = served_model(source)
+    vllm_cfg = OmegaConf.to_object(cfg.engine.vllm)
+    with vllm_endpoint(vllm_cfg, model_dir, enable_lora=adapter is not None, max_lora_rank=max(rank, 16)) as settings:
+        client = ChatClient(settings)
+        if adapter is not None:
+            client.post("/load_lora_adapter", {"lora_name": "evaluated", "lora_path": str(Path(adapter).resolve())})
+            client = ChatClient(dataclasses.replace(settings, model="evaluated"))
+        yield endpoint_predictor(client, prompt, processor, max_new_tokens=max_new_tokens)
 
 
 def run_evaluation(cfg, *, progress: bool = True) -> dict:
@@ -52,15 +75,20 @@ def _evaluate(cfg, out_dir: Path, progress: bool) -> dict:
     )
     log.info("evaluating %s (%s, classes %s) on %s", engine.source, engine.family, ", ".join(engine.classes), engine.device)
     max_new_tokens = int(cfg.eval.max_new_tokens)
-    entries = evaluate_sets(
-        cfg,
-        collate=engine.collator(),
-        predictor=lambda batch: engine.predict(batch["inputs"], max_new_tokens=max_new_tokens),
-        grounding=GroundingOptions.from_config(cfg),
-        batch_size=cfg.eval.batch_size,
-        out_dir=out_dir,
-        progress=progress,
-    )
+    with ExitStack() as stack:
+        if cfg.engine.backend == "vllm":
+            predictor = stack.enter_context(vllm_predictor(cfg, engine.source, engine.prompt, engine.processor, max_new_tokens))
+        else:
+            predictor = lambda batch: engine.predict(batch["inputs"], max_new_tokens=max_new_tokens)  # noqa: E731
+        entries = evaluate_sets(
+            cfg,
+            collate=engine.collator(),
+            predictor=predictor,
+            grounding=GroundingOptions.from_config(cfg),
+            batch_size=cfg.eval.batch_size,
+            out_dir=out_dir,
+            progress=progress,
+        )
     extra = {
         "model": {"kind": "vlm", "family": engine.family, "classes": list(engine.classes), "think_tags": engine.think_tags},
         "checkpoint": engine.source,

@@ -6,7 +6,8 @@ joined with its AU cache entry and gets a trace from
 
 * ``--source template``: :func:`tagfer.reasoning.template.build_template_trace` (no model needed);
 * ``--source teacher``: :func:`tagfer.reasoning.teacher.run_teacher` with the local VLM
-  ``traces.teacher.name_or_path``.
+  ``traces.teacher.name_or_path`` (in process, or served by vLLM with ``engine.backend=vllm``) or an
+  OpenAI-compatible ``traces.teacher.endpoint`` (:func:`loaded_teacher`).
 
 Every image is first cropped to its face exactly as the DataModule will serve it (``data.face_crop``,
 :mod:`tagfer.data.face_crop`): the AU evidence is moved into the crop, the teacher sees the crop, and
@@ -21,10 +22,12 @@ to ``<file>.stats.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,20 +356,69 @@ def _teacher(
         progress()
 
 
-def load_teacher(cfg: Any) -> tuple[GenerateFn, ModelSpace, str]:
-    """Load ``traces.teacher.name_or_path`` (a local VLM, the student's pixel bounds) as a generator."""
+def _teacher_processor_space(cfg: Any, path: str) -> tuple[Any, ModelSpace]:
+    """The processor of the teacher at ``path`` and its box space (no weights are loaded)."""
+    from transformers import AutoProcessor
+
+    from tagfer.models.families import read_model_type, resolve_family
+    from tagfer.models.loader import set_pixel_bounds
+
+    if not path:
+        raise ConfigError("traces.teacher.endpoint needs traces.teacher.name_or_path: a directory with the teacher's processor (its box space)")
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    set_pixel_bounds(processor, cfg.model.min_pixels, cfg.model.max_pixels)
+    return processor, ModelSpace.of(processor, resolve_family("auto", read_model_type(path)))
+
+
+@contextmanager
+def loaded_teacher(cfg: Any) -> Iterator[tuple[GenerateFn, ModelSpace, str]]:
+    """``(generate, teacher space, name)`` of ``traces.teacher`` for the ``with`` block.
+
+    * ``traces.teacher.endpoint`` set: an OpenAI-compatible endpoint serving ``traces.teacher.model``
+      (default ``name_or_path``, whose processor gives the box space), key from ``api_key_env``;
+    * else ``engine.backend=vllm``: a vLLM server for ``name_or_path`` (``engine.vllm``: launched for the
+      block, or ``engine.vllm.url``), with the teacher's ``concurrency``/timeout/retries;
+    * else the local VLM ``name_or_path`` in process (the student's pixel bounds).
+    """
     from omegaconf import OmegaConf
 
+    from tagfer.models.engine import api_key_from_env, hf_generator, vllm_endpoint
+    from tagfer.models.generation import suppressed_token_ids
     from tagfer.models.loader import load_vlm
-    from tagfer.reasoning.teacher import vlm_generator
+    from tagfer.models.openai_endpoint import ChatClient, EndpointSettings, Sampling, endpoint_generator
 
     teacher = cfg.traces.teacher
+
+    def client(settings: EndpointSettings, processor: Any) -> GenerateFn:
+        banned = tuple(suppressed_token_ids(processor))  # the vision placeholders, as the HF path
+        sampling = Sampling(max_new_tokens=int(teacher.max_new_tokens), temperature=float(teacher.temperature), banned_token_ids=banned)
+        tuned = dataclasses.replace(
+            settings,
+            timeout_s=float(teacher.request_timeout_s),
+            max_retries=int(teacher.max_retries),
+            backoff_s=float(teacher.backoff_s),
+            concurrency=int(teacher.concurrency),
+            extensions=bool(teacher.extensions),
+        )
+        return endpoint_generator(ChatClient(tuned), sampling)
+
+    if teacher.endpoint:
+        name = str(teacher.model or teacher.name_or_path)
+        settings = EndpointSettings(str(teacher.endpoint), name, api_key_from_env(str(teacher.api_key_env), "traces.teacher.api_key_env"))
+        processor, space = _teacher_processor_space(cfg, str(teacher.name_or_path))
+        yield client(settings, processor), space, name
+        return
     if not teacher.name_or_path:
-        raise ConfigError("traces.source=teacher needs traces.teacher.name_or_path (a local VLM directory)")
+        raise ConfigError("traces.source=teacher needs traces.teacher.name_or_path (a local VLM directory) or traces.teacher.endpoint")
+    if cfg.engine.backend == "vllm":
+        processor, space = _teacher_processor_space(cfg, str(teacher.name_or_path))
+        with vllm_endpoint(OmegaConf.to_object(cfg.engine.vllm), str(teacher.name_or_path)) as settings:
+            yield client(settings, processor), space, str(teacher.name_or_path)
+        return
     model_cfg = OmegaConf.merge(cfg.model, {"name_or_path": teacher.name_or_path, "build_tiny": False, "init_from": None, "family": "auto"})
     model, processor, family = load_vlm(model_cfg, for_training=False)
-    generate = vlm_generator(model, processor, max_new_tokens=teacher.max_new_tokens, temperature=teacher.temperature)
-    return generate, ModelSpace.of(processor, family), str(teacher.name_or_path)
+    generate = hf_generator(model, processor, max_new_tokens=teacher.max_new_tokens, temperature=teacher.temperature)
+    yield generate, ModelSpace.of(processor, family), str(teacher.name_or_path)
 
 
 def build_trace_file(
@@ -419,7 +471,7 @@ def build_traces(
     Args:
         cfg: the run configuration (``data``, ``au``, ``traces``, ``model``).
         source: ``"template"`` or ``"teacher"`` (default ``traces.source``).
-        teacher: ``(generate, teacher space, name)``; default :func:`load_teacher` (teacher source only).
+        teacher: ``(generate, teacher space, name)``; default :func:`loaded_teacher` (teacher source only).
         student: the student's box space; default :func:`student_space` of ``model``.
         progress: show a tqdm bar per file.
     """
@@ -431,19 +483,20 @@ def build_traces(
         raise ConfigError(f"traces.source={source!r}; expected 'template' or 'teacher'")
     targets = resolve_trace_paths(cfg)
     student = student or student_space(cfg.model)
-    if source == "teacher" and teacher is None:
-        teacher = load_teacher(cfg)
     face_crop = FaceCrop.from_config(cfg.data.face_crop)
-    reports = []
-    for spec, path in targets:
-        result = read_dataset(spec, strict=cfg.data.strict)
-        cache = ensure_au_cache(spec, cfg.au, progress=progress)
-        crop = face_crop.for_images(result.whole_photos)
-        reports.append(
-            build_trace_file(
-                spec, path, result.records, cache, cfg, source=source, student=student, teacher=teacher, crop=crop, progress=progress
+    with ExitStack() as stack:
+        if source == "teacher" and teacher is None:
+            teacher = stack.enter_context(loaded_teacher(cfg))
+        reports = []
+        for spec, path in targets:
+            result = read_dataset(spec, strict=cfg.data.strict)
+            cache = ensure_au_cache(spec, cfg.au, progress=progress)
+            crop = face_crop.for_images(result.whole_photos)
+            reports.append(
+                build_trace_file(
+                    spec, path, result.records, cache, cfg, source=source, student=student, teacher=teacher, crop=crop, progress=progress
+                )
             )
-        )
     return reports
 
 

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tagfer.classes import CLASS_NAMES
+from tagfer.models.engine import GenerateFn
 from tagfer.reasoning.prompt import teacher_prompt
 from tagfer.reasoning.trace import Box, ParsedTrace, Trace, parse_trace, render_trace
 
-#: ``generate(images, prompts) -> completions``: one completion per prompt, in order.
-GenerateFn = Callable[[Sequence[Any], Sequence[str]], list[str]]
 
 KEPT = "kept"
 FORMAT_FAILED = "format_failed"
@@ -166,22 +165,3 @@ def _settle(outcome: TeacherOutcome, candidates: list[str], text: str, options: 
     outcome.trace = canonical_text(parsed, label)
     outcome.last_errors = []
     return True
-
-
-def vlm_generator(model: Any, processor: Any, *, max_new_tokens: int, temperature: float) -> GenerateFn:
-    """A :data:`GenerateFn` over a loaded VLM (:func:`tagfer.models.loader.load_vlm`).
-
-    Prompts go through the chat template with the image (:func:`tagfer.models.inputs.build_generation_inputs`)
-    and :func:`tagfer.models.generation.generate_completions` (sampling at ``temperature``, greedy when 0).
-    """
-    from tagfer.models.generation import generate_completions
-    from tagfer.models.inputs import build_generation_inputs
-
-    def generate(images: Sequence[Any], prompts: Sequence[str]) -> list[str]:
-        inputs = build_generation_inputs(processor, images, prompts).to(model.device)
-        completions = generate_completions(
-            model, processor, inputs, max_new_tokens=int(max_new_tokens), do_sample=temperature > 0, temperature=float(temperature)
-        )
-        return completions.texts
-
-    return generate

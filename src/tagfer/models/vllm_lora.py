@@ -1,0 +1,35 @@
+"""Keep a vLLM server's copy of a LoRA adapter equal to the policy being trained.
+
+:func:`push_adapter` writes the policy's adapter (peft ``save_pretrained``: ``adapter_config.json`` and
+the weights) into a directory and asks the server to load it under ``name`` in place
+(``POST /v1/load_lora_adapter {"lora_name", "lora_path", "load_inplace": true}``; the server runs with
+``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``). Requests naming ``name`` as their
+``model`` are then generated with these weights, so rollouts after a push are on-policy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tagfer.models.openai_endpoint import ChatClient
+
+
+def save_adapter(model: Any, directory: str | os.PathLike) -> Path:
+    """Write ``model``'s (a peft model's) active adapter to ``directory``, replacing what was there: the
+    files go to a sibling directory first, then take its place (a reader never sees half an adapter)."""
+    target = Path(directory)
+    staging = target.with_name(target.name + ".writing")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def push_adapter(client: ChatClient, model: Any, name: str, directory: str | os.PathLike) -> None:
+    """Save ``model``'s adapter to ``directory`` and (re)load it on the server as ``name``, in place."""
+    path = save_adapter(model, directory)
+    client.post("/load_lora_adapter", {"lora_name": name, "lora_path": str(path.resolve()), "load_inplace": True})
