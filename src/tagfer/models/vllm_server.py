@@ -166,7 +166,7 @@ def launched_server(spec: ServerSpec, *, log_dir: str | os.PathLike | None = Non
     if not python.is_file():
         raise ServerError(f"vLLM python {spec.python!r} not found: create the vLLM environment with scripts/setup_vllm.sh")
     port = spec.port or free_port(spec.host)
-    api_key = secrets.token_urlsafe(24)
+    api_key = secrets.token_hex(24)  # hex: never starts with "-", which argparse would read as an option
     env = {**os.environ, **spec.env}
     if spec.enable_lora:
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
