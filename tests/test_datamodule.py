@@ -118,6 +118,24 @@ def test_trace_boxes_follow_the_augmentation(tmp_path, configs_dir):
     assert OmegaConf.select(cfg, "data.augment.horizontal_flip") == 1.0
 
 
+def test_a_trace_box_pushed_out_of_the_image_leaves_the_trace():
+    """A step whose box the augmentation dropped (entirely outside the image) is left out of the
+    rewritten trace instead of keeping its pre-augmentation coordinates; the other steps move."""
+    steps = (
+        TraceStep("cheeks", ("AU6",), "raised", (10.0, 10.0, 30.0, 30.0)),
+        TraceStep("lip corners", ("AU12",), "pulled up", (20.0, 60.0, 50.0, 80.0)),
+    )
+    trace = render_trace(Trace("A smile.", steps, ("AU6", "AU12"), "happiness"))
+    mapper = TraceBoxMapper(to_pixels=lambda box, size: box, to_model=lambda box, size: box)
+    keys = list(mapper.boxes_in_pixels(trace, "face-1", (100, 100, 3)))
+    rewritten = parse_trace(mapper.rewrite(trace, {keys[0]: None, keys[1]: (25.0, 62.0, 55.0, 82.0)}, (100, 100, 3), "face-1"))
+    assert rewritten.valid
+    assert [(s.aus, s.box) for s in rewritten.steps] == [(("AU12",), (25.0, 62.0, 55.0, 82.0))]
+    assert rewritten.conclusion_aus == ("AU6", "AU12")
+    with pytest.raises(ValueError, match="face-1"):
+        mapper.rewrite(trace, {}, (100, 100, 3), "face-1")
+
+
 def test_missing_template_traces_are_built_in_prepare_data_once(tmp_path, configs_dir, tiny_qwen2_vl_dir):
     """SFT builds missing template traces in ``prepare_data`` (one process per node under DDP; two ranks
     building the same file before the Trainer started once wrote every record twice), and ``setup``

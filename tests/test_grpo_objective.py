@@ -133,12 +133,29 @@ def test_group_advantages_constant_groups_are_zero_and_order_is_group_major():
 def test_group_advantages_reject_bad_input():
     with pytest.raises(ValueError, match="group_size"):
         group_advantages(torch.zeros(5), 2)
-    with pytest.raises(ValueError, match="NaN"):
-        group_advantages(torch.tensor([0.0, math.nan]), 2)
+    with pytest.raises(ValueError, match="inf"):
+        group_advantages(torch.tensor([0.0, math.inf]), 2)
     with pytest.raises(ValueError, match="scale"):
         group_advantages(torch.zeros(4), 2, "groups")
     with pytest.raises(ValueError, match="1-D"):
         group_advantages(torch.zeros(2, 2), 2)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_rows_without_reward_are_left_out_of_the_baseline(scale):
+    """A completion no reward applies to (NaN) gets A = 0 and the others get exactly the advantages of
+    their group without it."""
+    rewards = torch.tensor([1.0, math.nan, 0.0, 2.0, 0.5, 0.5, math.nan, 3.0], dtype=torch.float64)
+    got = group_advantages(rewards, 4, scale)
+    assert got[1] == 0 and got[6] == 0
+    # reference: the same groups with the NaN rows removed (groups of 3), by the pure-Python formula
+    first = ref_advantages([1.0, 0.0, 2.0], 3, "group" if scale == "group" else "none")
+    second = ref_advantages([0.5, 0.5, 3.0], 3, "group" if scale == "group" else "none")
+    expected = first + second
+    if scale == "batch":
+        expected = [value / (ref_std([1.0, 0.0, 2.0, 0.5, 0.5, 3.0]) + 1e-4) for value in expected]
+    torch.testing.assert_close(got[[0, 2, 3, 4, 5, 7]], torch.tensor(expected, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+    assert group_reward_stats(rewards, 4)["reward"] == pytest.approx(7.0 / 6)
 
 
 def test_group_reward_stats_match_reference():
@@ -153,7 +170,8 @@ def test_combine_rewards_nansum_matches_loop():
     per_function = torch.tensor([[1.0, math.nan, 0.5], [math.nan, math.nan, math.nan], [0.0, 2.0, -1.0]])
     weights = [1.0, 0.5, 2.0]
     expected = [sum(w * v for w, v in zip(weights, row) if not math.isnan(v)) for row in per_function.tolist()]
-    assert combine_rewards(per_function, weights).tolist() == pytest.approx(expected)
+    expected[1] = math.nan  # no function applies: no reward
+    assert combine_rewards(per_function, weights).tolist() == pytest.approx(expected, nan_ok=True)
     with pytest.raises(ValueError, match="inf"):
         combine_rewards(torch.tensor([[math.inf]]), [1.0])
     with pytest.raises(ValueError, match=r"\[N, F\]"):

@@ -29,3 +29,36 @@ def test_quick_study_prints_a_row_per_variant(tmp_path, capsys):
         accuracy = float(row.split(" | ")[1].split()[0])
         assert 0.0 <= accuracy <= 1.0
     assert (tmp_path / "grpo_tag" / "export" / "tagfer_export.json").is_file()
+
+
+def test_seed_tables_pool_faces_and_print_intervals_and_paired_differences(tmp_path):
+    """The --seeds summary from per-seed evaluation outputs (written here by hand: no training)."""
+    import json
+
+    from test_bootstrap import CLASSES, random_predictions
+
+    from tagfer.metrics.bootstrap import bootstrap_scores, concat_tables, face_table
+
+    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    written = {}
+    for seed in (0, 1):
+        for skill, variant in zip((0.3, 0.4, 0.5), module.REASONING):
+            records = random_predictions(40, seed, skill)  # same faces and labels for every variant of a seed
+            run_dir = tmp_path / f"seed{seed}" / "eval" / variant
+            run_dir.mkdir(parents=True)
+            (run_dir / "report.json").write_text(json.dumps({"datasets": {"synthetic/test": {"classes": list(CLASSES)}}}))
+            (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            written.setdefault(variant, {})[f"seed{seed}"] = face_table(records, CLASSES)
+    tables, num_classes = module.seed_tables(tmp_path, [0, 1])
+    assert num_classes == len(CLASSES) and len(tables["grpo_tag"]["face"]) == 80
+    text = module.interval_tables(tables, num_classes, resamples=50)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == [module.LABELS[v] for v in module.REASONING] + [
+        "TAG − answer-only (paired)",
+        "TAG − SFT (paired)",
+    ]
+    expected = bootstrap_scores(concat_tables(written["grpo_tag"]), num_classes, resamples=50)["accuracy"]
+    assert f"{expected[0]:.3f} [{expected[1]:.3f}, {expected[2]:.3f}]" in rows[2]

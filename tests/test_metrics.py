@@ -174,7 +174,7 @@ def sample_trace(label: str, steps, conclusion_aus) -> Trace:
 def crafted_samples():
     """(completion, au_prob, au_box, expected per-sample counts) with every number worked out by hand."""
     # A — sadness, AU1 box exact (IoU 1); AU4 box shifted by half (IoU 2500/7500 = 1/3 < 0.5);
-    #     AU15 inactive (0.3); AU12 active but not cited. Prior(sadness) = {AU1, AU4, AU15}: 3/3.
+    #     AU15 inactive (0.3): IoU 0 although its box is exact; AU12 active but not cited. Prior(sadness) = {AU1, AU4, AU15}: 3/3.
     a = render_trace(
         sample_trace(
             "sadness",
@@ -186,7 +186,7 @@ def crafted_samples():
         {"AU1": 0.8, "AU4": 0.6, "AU15": 0.3, "AU12": 0.9},
         {"AU1": (100, 100, 200, 150), "AU4": (150, 100, 250, 150), "AU15": (100, 300, 200, 350), "AU12": (0, 0, 9, 9)},
     )
-    a_counts = dict(cited=3, active=3, cited_active=2, iou_sum=Fraction(7, 3), hallucinated=2, consistency_total=3, consistent=3)
+    a_counts = dict(cited=3, active=3, cited_active=2, iou_sum=Fraction(4, 3), hallucinated=2, consistency_total=3, consistent=3)
     # B — happiness with <think> tags; AU6 IoU 100/200 = 0.5 (= threshold: grounded); AU12 active but the
     #     detector has no box (IoU 0, hallucinated); AU25 only in the conclusion (no cited box: IoU 0,
     #     hallucinated); AU26 active at exactly 0.5, not cited. EMFACS prior {AU6, AU12}: 2/3.
@@ -200,10 +200,10 @@ def crafted_samples():
     )
     b_det = ({"AU6": 0.7, "AU12": 0.9, "AU25": 0.6, "AU26": 0.5}, {"AU6": [0, 0, 10, 20], "AU25": [0, 0, 10, 10]})
     b_counts = dict(cited=3, active=4, cited_active=3, iou_sum=Fraction(1, 2), hallucinated=2, consistency_total=3, consistent=2)
-    # C — neutral citing AU4 (inactive, box exact): hallucinated; neutral's prior is empty: 0/1.
+    # C — neutral citing AU4 (inactive, box exact: IoU 0): hallucinated; neutral's prior is empty: 0/1.
     c = render_trace(sample_trace("neutral", [("inner brow", ("AU4",), (100, 100, 200, 150))], ("AU4",)))
     c_det = ({"AU4": 0.4}, {"AU4": (100, 100, 200, 150)})
-    c_counts = dict(cited=1, active=0, cited_active=0, iou_sum=Fraction(1), hallucinated=1, consistency_total=1, consistent=0)
+    c_counts = dict(cited=1, active=0, cited_active=0, iou_sum=Fraction(0), hallucinated=1, consistency_total=1, consistent=0)
     # D — neutral citing nothing; the detector sees AU7: only the recall denominator moves.
     d = render_trace(sample_trace("neutral", [("eye region", (), (10, 10, 20, 20))], ()))
     d_det = ({"AU7": 0.7}, {"AU7": (10, 10, 20, 20)})
@@ -240,9 +240,9 @@ def test_faithfulness_counts_per_crafted_trace():
 def test_faithfulness_per_sample_scores_and_json():
     completion, au_prob, au_box, _ = crafted_samples()[0]
     counts = faithfulness_counts(completion, au_prob, au_box, "sadness")
-    assert counts.au_iou == pytest.approx({"AU1": 1.0, "AU4": 1 / 3, "AU15": 1.0})
+    assert counts.au_iou == pytest.approx({"AU1": 1.0, "AU4": 1 / 3, "AU15": 0.0})
     assert counts.scores() == pytest.approx(
-        {"au_precision": 2 / 3, "au_recall": 2 / 3, "mean_iou": 7 / 9, "hallucination_rate": 2 / 3, "consistency": 1.0}
+        {"au_precision": 2 / 3, "au_recall": 2 / 3, "mean_iou": 4 / 9, "hallucination_rate": 2 / 3, "consistency": 1.0}
     )
     record = counts.to_json()
     assert set(SCORE_NAMES) <= set(record) and record["cited"] == 3
@@ -277,11 +277,11 @@ def test_grounding_metric_micro_averages_over_uneven_updates():
         metric.update([s[0] for s in chunk], [s[1] for s in chunk], [s[2] for s in chunk])
     result = metric.compute()
     assert set(result) == set(SCORE_NAMES)
-    # totals: cited 8, active 10, cited∧active 6, IoU sum 29/6, hallucinated 5, consistency 5/7
+    # totals: cited 8, active 10, cited∧active 6, IoU sum 17/6, hallucinated 5, consistency 5/7
     expected = {
         "au_precision": 6 / 8,
         "au_recall": 6 / 10,
-        "mean_iou": (29 / 6) / 8,
+        "mean_iou": (17 / 6) / 8,
         "hallucination_rate": 5 / 8,
         "consistency": 5 / 7,
     }

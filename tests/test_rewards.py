@@ -55,26 +55,35 @@ def score(name: str, completion: str, label: str = "happiness", au_prob: dict = 
 
 
 def test_au_grounding_hand_computed_ious():
-    assert score("au_grounding", HONEST) == pytest.approx((1.0 + 0.5) / 2)
+    # default: IoU-weighted F1 = 2·S / (C + R) with R = {AU6, AU12}
+    assert score("au_grounding", HONEST) == pytest.approx(2 * (1.0 + 0.5) / (2 + 2))
+    assert score("au_grounding", HONEST, normalize="cited") == pytest.approx((1.0 + 0.5) / 2)
     only_au6 = trace([("cheeks", ("AU6",), (20, 40, 80, 60))])
-    assert score("au_grounding", only_au6) == pytest.approx(1.0)
+    assert score("au_grounding", only_au6) == pytest.approx(2 * 1.0 / (1 + 2))
+    assert score("au_grounding", only_au6, normalize="cited") == pytest.approx(1.0)
     assert score("au_grounding", only_au6, normalize="max") == pytest.approx(1.0 / 2)
-    assert score("au_grounding", only_au6, recall_weight=0.5) == pytest.approx(0.5 * 1.0 + 0.5 * (1.0 / 2))
-    # partly outside the image: [50,40,110,60] is clipped to [50,40,100,60] (area 1000); against
-    # [20,40,80,60] (area 1200) the intersection is 30×20 = 600 → IoU 600 / 1600.
+    assert score("au_grounding", only_au6, normalize="cited", recall_weight=0.5) == pytest.approx(0.5 * 1.0 + 0.5 * (1.0 / 2))
+    # partly outside the image, scored as written: [50,40,110,60] (area 1200) against [20,40,80,60]
+    # (area 1200): intersection 30×20 = 600, union 1800 → IoU 1/3
     shifted = trace([("cheeks", ("AU6",), (50, 40, 110, 60))])
-    assert score("au_grounding", shifted) == pytest.approx(600 / 1600)
-    # AU4 is inactive (p = 0.1): its exact box scores 0 → (1 + 0.5 + 0) / 3
+    assert score("au_grounding", shifted, normalize="cited") == pytest.approx(600 / 1800)
+    assert score("au_grounding", shifted) == pytest.approx(2 * (600 / 1800) / (1 + 2))
+    # AU4 is inactive (p = 0.1): its exact box scores 0 → S = 1.5 over C = 3
     with_inactive = trace(
         [("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",), (30, 70, 70, 80)), ("inner brow", ("AU4",), (30, 10, 70, 30))]
     )
-    assert score("au_grounding", with_inactive) == pytest.approx(1.5 / 3)
-    # top_k = 1 keeps AU6 only as reference: AU12 now scores 0 → (1 + 0) / 2
-    assert score("au_grounding", HONEST, top_k=1) == pytest.approx(0.5)
+    assert score("au_grounding", with_inactive, normalize="cited") == pytest.approx(1.5 / 3)
+    assert score("au_grounding", with_inactive) == pytest.approx(2 * 1.5 / (3 + 2))
+    # top_k = 1 keeps AU6 only as reference: AU12 now scores 0 → S = 1, C = 2, R = 1
+    assert score("au_grounding", HONEST, top_k=1, normalize="cited") == pytest.approx(0.5)
+    assert score("au_grounding", HONEST, top_k=1) == pytest.approx(2 * 1.0 / (2 + 1))
     # a step naming two AUs with one box cites both: AU6 gets IoU 1, AU12's box [30,70,70,90] vs
-    # [20,40,80,60] does not overlap → (1 + 0) / 2
+    # [20,40,80,60] does not overlap → S = 1 + 0
     shared = trace([("cheeks", ("AU6", "AU12"), (20, 40, 80, 60))])
-    assert score("au_grounding", shared) == pytest.approx(0.5)
+    assert score("au_grounding", shared) == pytest.approx(2 * 1.0 / (2 + 2))
+    # an AU repeated: its first box counts, the later (better) one does not
+    repeated = trace([("lip corners", ("AU12",), (30, 70, 70, 80)), ("mouth", ("AU12",), (30, 70, 70, 90))])
+    assert score("au_grounding", repeated, normalize="cited") == pytest.approx(0.5)
 
 
 def test_au_grounding_special_cases():
@@ -179,7 +188,8 @@ HACK_REWARDS = [
     {"name": "answer"},
     {"name": "au_grounding"},
     {"name": "au_grounding", "params": {"normalize": "max"}},
-    {"name": "au_grounding", "params": {"recall_weight": 0.5}},
+    {"name": "au_grounding", "params": {"normalize": "max", "recall_weight": 0.5}},
+    {"name": "au_grounding", "params": {"normalize": "cited", "recall_weight": 0.5}},
     {"name": "label_au_consistency"},
     {"name": "au_f1"},
     {"name": "length_penalty"},
@@ -195,15 +205,15 @@ def test_hacking_attempts_never_beat_the_honest_answer(hack):
 
 
 def test_grounding_hacks_score_what_the_formula_says():
-    grounding = build_reward({"name": "au_grounding"})
+    grounding = build_reward({"name": "au_grounding"})  # F1 = 2·S / (C + 2)
     values = dict(zip(HACKS, grounding(list(HACKS.values()), batch(len(HACKS)))))
-    assert values["twenty copies of one box"] == pytest.approx(1 / 20)
+    assert values["twenty copies of one box"] == pytest.approx(2 * 1 / (1 + 2))  # one distinct AU
     assert values["boxes outside the image"] == 0.0
-    assert values["negative numbers"] == pytest.approx((1 + 0) / 2)  # AU12 named without a valid box
-    assert values["step without box"] == pytest.approx((1 + 0) / 2)
-    assert values["cited inactive AU"] == pytest.approx(1.5 / 3)
-    # [0,0,99999,99999] is clipped to the whole image: IoU with [30,70,70,90] = 800 / 10000
-    assert values["huge numbers"] == pytest.approx((1 + 800 / 10000) / 2)
+    assert values["negative numbers"] == pytest.approx(2 * (1 + 0) / (2 + 2))  # AU12 named without a valid box
+    assert values["step without box"] == pytest.approx(2 * (1 + 0) / (2 + 2))
+    assert values["cited inactive AU"] == pytest.approx(2 * 1.5 / (3 + 2))
+    # [0,0,99999,99999] as written: IoU with [30,70,70,90] = 800 / 99999²
+    assert values["huge numbers"] == pytest.approx(2 * (1 + 800 / 99999**2) / (2 + 2))
 
 
 def test_adding_non_matching_citations_never_raises_grounding():
@@ -214,13 +224,73 @@ def test_adding_non_matching_citations_never_raises_grounding():
         ("nose", ("AU9",), (40, 30, 60, 50)),  # unknown to the detector
         ("chin", ("AU17",), None),  # no box
     ]
-    for params in ({}, {"normalize": "max"}, {"recall_weight": 0.3}):
+    for params in ({}, {"normalize": "cited"}, {"normalize": "max"}, {"normalize": "cited", "recall_weight": 0.3}):
         grounding = build_reward({"name": "au_grounding", "params": params})
         previous = grounding([trace(base_steps)], batch(1))[0]
         for count in range(1, len(extras) + 1):
             current = grounding([trace(base_steps + extras[:count])], batch(1))[0]
             assert current <= previous + 1e-12, (params, count)
             previous = current
+
+
+def _box_iou(a, b) -> float:
+    """Plain-Python IoU (the independent reference for these property tests)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+GROUNDABLE = ["AU1", "AU2", "AU4", "AU6", "AU9", "AU12", "AU17", "AU25"]
+_BOXES = st.tuples(st.integers(0, 80), st.integers(0, 80), st.integers(5, 20), st.integers(5, 20)).map(
+    lambda v: (v[0], v[1], v[0] + v[2], v[1] + v[3])
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_dropping_a_correct_citation_never_raises_the_default_grounding_reward(data):
+    """Default reward (IoU-weighted F1): removing a step that cites an active AU with a box of IoU ≥ 0.5
+    never raises the reward, whatever else the trace cites; its maximum needs every active AU grounded."""
+    active = data.draw(st.lists(st.sampled_from(GROUNDABLE), min_size=1, max_size=5, unique=True))
+    boxes = {au: data.draw(_BOXES) for au in GROUNDABLE}
+    au_prob = {au: (0.9 if au in active else 0.1) for au in GROUNDABLE}
+    cited = data.draw(st.lists(st.sampled_from(GROUNDABLE), min_size=1, max_size=6, unique=True))
+    steps = []
+    for au in cited:
+        exact = au in active and data.draw(st.booleans())
+        steps.append(("cheeks", (au,), boxes[au] if exact else data.draw(_BOXES)))
+    grounding = build_reward({"name": "au_grounding"})
+    data_batch = {"au_prob": [au_prob], "au_box": [boxes]}
+    full = grounding([trace(steps)], data_batch)[0]
+    correct = [i for i, (_, (au,), box) in enumerate(steps) if au in active and _box_iou(box, boxes[au]) >= 0.5]
+    for index in correct:
+        if len(steps) == 1:
+            continue
+        dropped = grounding([trace(steps[:index] + steps[index + 1 :])], data_batch)[0]
+        assert dropped <= full + 1e-12, (steps, index, dropped, full)
+    if full == pytest.approx(1.0):
+        assert sorted(cited) == sorted(active) and all(box == boxes[au] for _, (au,), box in steps)
+
+
+def test_reward_and_metric_score_each_citation_alike():
+    """One definition of a grounded citation: the reward's S and C are the metric's IoU sum and cited count."""
+    from tagfer.metrics import faithfulness_counts
+
+    grounding = build_reward({"name": "au_grounding", "params": {"normalize": "cited"}})
+    for name, text in {"honest": HONEST, **HACKS}.items():
+        counts = faithfulness_counts(text, AU_PROB, AU_BOX, None)
+        (reward,) = grounding([text], batch(1))
+        if counts.cited and reward:
+            assert reward == pytest.approx(counts.iou_sum / counts.cited, abs=1e-12), name
+
+
+def test_precision_only_grounding_pays_for_dropping_citations():
+    """Why ``cited`` is not the default: one perfect box of two active AUs beats grounding both."""
+    only_au6 = trace([("cheeks", ("AU6",), (20, 40, 80, 60))])
+    both = trace([("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",), (30, 70, 70, 85))])
+    assert score("au_grounding", only_au6, normalize="cited") > score("au_grounding", both, normalize="cited")
+    assert score("au_grounding", only_au6) < score("au_grounding", both)
 
 
 # -------------------------------------------------------------------------------- arbitrary text
@@ -259,7 +329,7 @@ def test_arbitrary_text_gives_finite_rewards_in_range(text, neutral):
 
 
 def test_build_rewards_from_the_rl_config(configs_dir):
-    cfg = load_config(configs_dir / "rl.yaml", ["rl.rewards=[{name: au_grounding, weight: 2.0, params: {recall_weight: 0.25}}]"])
+    cfg = load_config(configs_dir / "rl.yaml", ["rl.rewards=[{name: au_grounding, weight: 2.0, params: {normalize: max, recall_weight: 0.25}}]"])
     (grounding,) = build_rewards(cfg.rl.rewards)
     assert (grounding.name, grounding.weight, grounding.recall_weight) == ("au_grounding", 2.0, 0.25)
     default = build_rewards(load_config(configs_dir / "rl.yaml").rl.rewards)
@@ -295,11 +365,9 @@ def test_duplicate_and_empty_reward_lists_are_errors():
 def test_batch_problems_are_named():
     grounding = build_reward({"name": "au_grounding"})
     with pytest.raises(KeyError, match="au_box"):
-        grounding([HONEST], {"au_prob": [AU_PROB], "image_extent": [EXTENT]})
+        grounding([HONEST], {"au_prob": [AU_PROB]})
     with pytest.raises(ValueError, match="2 entries for 1 completions"):
         grounding([HONEST], batch(2))
-    with pytest.raises(ValueError, match="image_extent"):
-        grounding([HONEST], {**batch(1), "image_extent": [(0, 100)]})
     with pytest.raises(ValueError, match="AU6"):
         grounding([HONEST], {**batch(1), "au_box": [{"AU6": (1, 2, 3)}]})
 

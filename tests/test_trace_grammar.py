@@ -155,3 +155,54 @@ def test_many_steps_within_the_length_limit_parse() -> None:
     assert len(text) < MAX_TRACE_CHARS
     parsed = parse_trace(text)
     assert parsed.valid and len(parsed.steps) == 300
+
+
+PAPER_TRACE = (
+    "Global analysis: The mouth corners are pulled down and the chin is raised.\n"
+    "Verification loop:\n"
+    "Inspect mouth region (AU14, AU17) → slight downturn and skin tension → <bbox>[181,410,334,511]</bbox>\n"
+    "Final conclusion: Combined AU14 + AU17 indicate a dominant emotion of sadness.\n"
+    "<answer> sadness </answer>"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "region", "aus"),
+    [
+        ("", "", "mouth", ("AU14", "AU17")),  # TAG's figure verbatim
+        ("mouth region", "cheek region", "cheeks", ("AU14", "AU17")),
+        ("mouth region", "mouth corners", "lip corners", ("AU14", "AU17")),
+        ("mouth region", "Cheeks", "cheeks", ("AU14", "AU17")),
+        ("mouth region", "Lip Corners", "lip corners", ("AU14", "AU17")),
+        ("Inspect mouth region", "inspect the Mouth area", "mouth", ("AU14", "AU17")),
+        ("(AU14, AU17)", "(AU14 Dimpler, AU17: chin raiser)", "mouth", ("AU14", "AU17")),
+        ("Combined AU14 + AU17 indicate a dominant emotion of sadness.", "The combination of AU17 and AU14 indicates sadness.", "mouth", ("AU14", "AU17")),
+        ("Final conclusion: Combined", "FINAL CONCLUSION: Combined", "mouth", ("AU14", "AU17")),
+    ],
+)
+def test_the_papers_trace_wording_parses(old, new, region, aus) -> None:
+    parsed = parse_trace(PAPER_TRACE.replace(old, new) if old else PAPER_TRACE)
+    assert parsed.valid, parsed.errors
+    assert parsed.steps[0].region == region and parsed.steps[0].aus == aus
+    assert parsed.steps[0].box == (181.0, 410.0, 334.0, 511.0)
+    assert set(parsed.conclusion_aus) == {"AU14", "AU17"} and parsed.conclusion_label == parsed.answer == "sadness"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        ("(AU14, AU17)", "()", "is not a known AU"),  # a step grounding no AU
+        ("(AU14, AU17)", "(AU14, AU99)", "is not a known AU"),
+        ("(AU14, AU17)", "(AU14 Cheek Raiser, AU17)", "AU14 is the dimpler"),
+        ("[181,410,334,511]", "[181,410,334]", "4 numbers"),
+        ("<answer> sadness", "<answer> gloomy", "is not exactly one of"),
+        ("emotion of sadness.", "emotion of happiness.", "conclusion says happiness, answer says sadness"),
+        ("emotion of sadness.", "emotion of sadness rather than anger.", "several classes"),
+        ("emotion of sadness.", "emotion.", "names no class"),
+        ("Combined AU14 + AU17 indicate", "The face indicates", "names no AU"),
+        ("mouth region", "elbow region", "unknown region"),
+    ],
+)
+def test_what_breaks_grounding_is_still_rejected(old, new, error) -> None:
+    parsed = parse_trace(PAPER_TRACE.replace(old, new))
+    assert not parsed.valid and any(error in e for e in parsed.errors), parsed.errors

@@ -116,7 +116,7 @@ class FERDataset(Dataset):
             out = apply_augmentation(self.augment, image, boxes, landmarks)
             image, boxes, landmarks = out.image, out.boxes, out.landmarks
             if trace_boxes:
-                trace = self.trace_mapper.rewrite(trace, {k: boxes.get(k) for k in trace_boxes}, image.shape)
+                trace = self.trace_mapper.rewrite(trace, {k: boxes.get(k) for k in trace_boxes}, image.shape, record.id)
         face_box = boxes.pop("__face__", None)
         au_box = {k: v for k, v in boxes.items() if not k.startswith("__")}
         return {

@@ -45,17 +45,27 @@ class TraceBoxMapper:
         size = (int(image_shape[1]), int(image_shape[0]))
         return {_key(i): self.to_pixels(step.box, size) for i, step in enumerate(parsed.steps) if step.box is not None}
 
-    def rewrite(self, trace: str, pixel_boxes: dict[str, Box | None], image_shape) -> str:
+    def rewrite(self, trace: str, pixel_boxes: dict[str, Box | None], image_shape, sample_id: str = "?") -> str:
         """The same trace with each step's box replaced by ``pixel_boxes`` (converted to model space).
 
-        A box that the augmentation pushed entirely out of the image (``None``) keeps its old value.
+        A step whose box the augmentation pushed entirely out of the image (``None`` or missing) is left
+        out: its region is no longer in the picture, so no box in the image grounds it (keeping the
+        pre-augmentation coordinates would teach a box on whatever moved there). The conclusion keeps its
+        AUs. A trace that would lose every step is an error naming the sample (the augmentation's ranges
+        are then too wide for this face).
         """
         parsed = parse_trace(trace)
         size = (int(image_shape[1]), int(image_shape[0]))
         steps = []
         for i, step in enumerate(parsed.steps):
+            if step.box is None:
+                steps.append(step)
+                continue
             box = pixel_boxes.get(_key(i))
-            steps.append(replace(step, box=self.to_model(box, size)) if box is not None else step)
+            if box is not None:
+                steps.append(replace(step, box=self.to_model(box, size)))
+        if not steps:
+            raise ValueError(f"the augmentation pushed every trace box of sample {sample_id!r} out of the image")
         content = Trace(
             global_analysis=parsed.global_analysis or "",
             steps=tuple(steps),

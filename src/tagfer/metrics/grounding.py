@@ -8,17 +8,17 @@ completion's boxes — convert before calling), and the predicted label:
   (``ParsedTrace.cited_aus()``). Whatever the parser could read counts, also in a trace with format
   errors (those are measured by the parse rate); garbage cites nothing.
 * **active** = ``{AU : au_prob[AU] ≥ threshold}``. An AU missing from ``au_prob`` is inactive.
-* **cited box** of an AU = the box of the FIRST step that names it with a valid box (one box per AU,
-  so repeating an AU in more steps gains nothing); an AU named only in the conclusion has none.
-* ``IoU(AU)`` = ``torchvision.ops.box_iou`` of its cited box and ``au_box[AU]``; 0 when either box is
-  missing or the detector box has no area.
+* ``IoU(AU)`` = the grounding score ``g(AU)`` of :mod:`tagfer.reasoning.citations` (the definition the
+  AU-grounding reward uses too): the IoU of the FIRST box the trace gives the AU with its detector box
+  when the AU is active; 0 for an inactive AU, an AU named without a valid box (e.g. only in the
+  conclusion) or a detector box without area.
 
 Per-sample counts (:class:`FaithfulnessCounts`) and the micro-averaged scores over a whole set
 (sums of counts over all samples, then one division):
 
 * ``au_precision = Σ |cited ∩ active| / Σ |cited|``
 * ``au_recall = Σ |cited ∩ active| / Σ |active|``
-* ``mean_iou = Σ_cited IoU(AU) / Σ |cited|`` (cited AUs without a box count 0)
+* ``mean_iou = Σ_cited IoU(AU) / Σ |cited|`` (cited AUs without a box, or inactive, count 0)
 * ``hallucination_rate = Σ |{AU ∈ cited : AU ∉ active or IoU(AU) < iou_threshold}| / Σ |cited|``
 * ``consistency = Σ |cited ∩ prior(label)| / Σ |cited|`` over samples WITH a predicted label, where
   ``prior`` is :func:`tagfer.au.vocabulary.expression_prior` (``"emfacs"`` or ``"wide"``). Neutral's
@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchvision.ops import box_iou
 
 from tagfer.au.vocabulary import canonical_au, expression_prior
 from tagfer.classes import CLASS_INDEX
+from tagfer.reasoning.citations import citation_ious
 from tagfer.reasoning.trace import ParsedTrace, parse_trace
 
 Box = tuple[float, float, float, float]
@@ -133,19 +133,9 @@ def faithfulness_counts(
         raise ValueError(f"label {label!r} is not a canonical class name; expected one of {list(CLASS_INDEX)} or None")
     parsed = trace if isinstance(trace, ParsedTrace) else parse_trace(trace)
 
-    cited = parsed.cited_aus()
     active = {au for au, p in au_prob.items() if p >= threshold}
-    cited_box: dict[str, Box] = {}
-    for au, box in parsed.cited_boxes():
-        cited_box.setdefault(au, box)
-    au_iou = dict.fromkeys(cited, 0.0)
-    matched = [au for au in cited if au in cited_box and au in au_box]
-    if matched:
-        predicted = torch.tensor([cited_box[au] for au in matched], dtype=torch.float64)
-        reference = torch.tensor([au_box[au] for au in matched], dtype=torch.float64)
-        has_area = (reference[:, 2] > reference[:, 0]) & (reference[:, 3] > reference[:, 1])
-        ious = torch.where(has_area, box_iou(predicted, reference).diagonal(), 0.0)
-        au_iou.update(zip(matched, ious.tolist()))
+    au_iou = citation_ious(parsed, {au: box for au, box in au_box.items() if au in active})
+    cited = list(au_iou)
 
     expected = set(expression_prior(label, prior)) if label is not None else set()
     return FaithfulnessCounts(

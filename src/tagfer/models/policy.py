@@ -166,3 +166,20 @@ def reference_model(policy: torch.nn.Module, frozen_copy: torch.nn.Module | None
             yield policy
     else:
         raise ValueError("a fully fine-tuned policy needs its frozen_reference_copy() as the reference model")
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Switch off every dropout of ``model`` for good (TRL's ``disable_dropout``); returns how many were on.
+
+    Sets ``p = 0`` on each :class:`torch.nn.Dropout` (LoRA's ``lora_dropout`` included) and
+    ``attention_dropout = 0`` on attention modules that read it in training mode (Qwen-VL's). The model's
+    config is left as it is, so an export keeps the checkpoint's settings.
+    """
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p, switched = 0.0, switched + 1
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate > 0:
+            module.attention_dropout, switched = 0.0, switched + 1
+    return switched

@@ -18,6 +18,17 @@ optionally with the reasoning wrapped: ``<think>Global analysis: … sadness.</t
 * The conclusion names the combined AUs (or ``No active AUs``) and the label; the label must agree
   with the answer.
 
+The renderer writes that canonical form; the parser also accepts what a careful reader would (the
+wording of TAG's own figure, ``Inspect mouth region (AU14, AU17) → slight downturn and skin tension →
+<bbox>[181,410,334,511]</bbox>``): any case of ``Inspect`` / ``Final conclusion:``; region names in any
+case, with ``… region`` / ``… area`` and common synonyms (:data:`REGION_SYNONYMS`: ``cheek``, ``mouth
+corners``, ``lips``, …) mapped to :data:`tagfer.au.vocabulary.REGIONS`; an AU code followed by its FACS
+name (``AU6 Cheek Raiser``, ``AU12: lip corner puller``); a conclusion in any phrasing that names its AUs
+(in any order) and exactly one class (``The combination of AU6 and AU12 indicates happiness.``). It keeps
+rejecting what breaks grounding: a step without an AU list, an unknown AU or a FACS name that is not
+that AU's, a box that is not four numbers, an answer outside the classes, a conclusion naming no class,
+several classes or another class than the answer.
+
 :func:`parse_trace` never raises: any string gives a :class:`ParsedTrace` whose ``errors`` list says
 what is wrong. Rewards, metrics, SFT data checks and ``predict`` all use it.
 """
@@ -28,8 +39,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from tagfer.au.vocabulary import AU_NAMES, REGIONS, canonical_au
-from tagfer.classes import CLASS_NAMES, normalize_label
+from tagfer.au.vocabulary import AU_NAMES, REGIONS
+from tagfer.classes import CLASS_NAMES, LABEL_ALIASES, normalize_label
 
 Box = tuple[float, float, float, float]
 
@@ -42,14 +53,61 @@ MAX_COORDINATE = 100_000.0
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 _STEP = re.compile(
     r"^Inspect (?P<region>[^()\n]{1,60}?) \((?P<aus>[^()\n]{0,200})\) *(?:→|->) *(?P<obs>[^\n]*?) *(?:→|->) *"
-    r"<bbox>(?P<box>[^<\n]{0,200})</bbox>$"
+    r"<bbox>(?P<box>[^<\n]{0,200})</bbox>$",
+    re.IGNORECASE,
 )
 _BOX = re.compile(r"^\s*\[\s*([^\[\]]*)\]\s*$")
 _NUMBER = re.compile(r"^[+-]?(?:\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})$", re.ASCII)  # ASCII digits only
-_CONCLUSION = re.compile(
-    r"^Final conclusion: (?:Combined (?P<aus>[A-Za-z0-9 +]{1,300}?)|No active AUs) indicates? "
-    r"a dominant emotion of (?P<label>[A-Za-z]{1,30})\.?$"
-)
+#: An AU list entry: the code, optionally followed by its FACS name (``AU6 Cheek Raiser``, ``AU12: lip corner puller``).
+_AU_ENTRY = re.compile(r"^AU\s?(?P<number>\d{1,3})(?:\s*[:\-–]?\s*\(?(?P<name>[A-Za-z][A-Za-z ]{0,40}?)\)?)?$", re.ASCII | re.IGNORECASE)
+#: AU codes inside free text (the conclusion).
+_AU_MENTION = re.compile(r"\bAU\s?(\d{1,3})\b", re.ASCII | re.IGNORECASE)
+_CONCLUSION_PREFIX = "final conclusion:"
+_NO_ACTIVE = re.compile(r"\bno (?:active )?(?:AUs?|action units?)\b", re.IGNORECASE)
+_WORDS = re.compile(r"[a-z]+")
+
+#: Other names of the regions of :data:`tagfer.au.vocabulary.REGIONS` (lower case, after dropping a
+#: leading "the" and a trailing "region" / "area").
+REGION_SYNONYMS: dict[str, str] = {
+    **{name: name for name in REGIONS},
+    "eye": "eye region",
+    "eyes": "eye region",
+    "eyelids": "eye region",
+    "eyelid": "eye region",
+    "upper eyelids": "eye region",
+    "brow": "inner brow",
+    "brows": "inner brow",
+    "eyebrows": "inner brow",
+    "inner brows": "inner brow",
+    "inner eyebrows": "inner brow",
+    "glabella": "inner brow",
+    "outer brows": "outer brow",
+    "outer eyebrows": "outer brow",
+    "cheek": "cheeks",
+    "nasal": "nose",
+    "nose bridge": "nose",
+    "upper lips": "upper lip",
+    "lip corner": "lip corners",
+    "mouth corners": "lip corners",
+    "mouth corner": "lip corners",
+    "corners of the mouth": "lip corners",
+    "lips": "mouth",
+    "lip": "mouth",
+    "lower lip": "mouth",
+    "jaw": "mouth",
+    "chin and jaw": "chin",
+}
+
+
+def canonical_region(text: str) -> str | None:
+    """A region of :data:`REGIONS` for a name as a trace may write it ("Mouth region", "Cheek"), or None."""
+    name = " ".join(text.lower().split())
+    if name in REGION_SYNONYMS:
+        return REGION_SYNONYMS[name]
+    name = name.removeprefix("the ")
+    for suffix in (" region", " area"):
+        name = name.removesuffix(suffix)
+    return REGION_SYNONYMS.get(name)
 
 
 @dataclass(frozen=True)
@@ -217,11 +275,11 @@ def _parse_reasoning(parsed: ParsedTrace, lines: list[str]) -> None:
         lines.pop(0)
     conclusion = None
     for number, line in enumerate(lines, start=1):
-        if line.startswith("Inspect "):
+        if line[:8].lower() == "inspect ":
             if conclusion is not None:
                 errors.append("a step after the final conclusion")
             parsed.steps.append(_parse_step(line, number, errors))
-        elif line.startswith("Final conclusion:"):
+        elif line[: len(_CONCLUSION_PREFIX)].lower() == _CONCLUSION_PREFIX:
             if conclusion is not None:
                 errors.append("several final conclusions")
             conclusion = line
@@ -232,15 +290,32 @@ def _parse_reasoning(parsed: ParsedTrace, lines: list[str]) -> None:
     if conclusion is None:
         errors.append("missing 'Final conclusion:' line")
         return
-    match = _CONCLUSION.match(conclusion)
-    if match is None:
-        errors.append("final conclusion does not read 'Combined AUa + AUb indicate a dominant emotion of <label>.'")
+    _parse_conclusion(parsed, conclusion[len(_CONCLUSION_PREFIX) :].strip())
+
+
+def _parse_conclusion(parsed: ParsedTrace, text: str) -> None:
+    """The AUs the conclusion names (any order and phrasing, ``No active AUs`` for none) and its one class."""
+    errors = parsed.errors
+    if len(text) > 400:
+        errors.append("final conclusion longer than 400 characters")
         return
-    if match.group("aus") is not None:
-        parsed.conclusion_aus = _parse_au_list(match.group("aus"), "+", "conclusion", errors)
-    parsed.conclusion_label = normalize_label(match.group("label"))
-    if parsed.conclusion_label is None:
-        errors.append(f"conclusion label {match.group('label')!r} is not a class")
+    aus: list[str] = []
+    for match in _AU_MENTION.finditer(text):
+        au = f"AU{int(match.group(1))}"
+        if au not in AU_NAMES:
+            errors.append(f"conclusion: {match.group(0)!r} is not a known AU")
+        elif au not in aus:
+            aus.append(au)
+    if not aus and not _NO_ACTIVE.search(text):
+        errors.append("final conclusion names no AU (write the combined AUs, or 'No active AUs')")
+    parsed.conclusion_aus = tuple(aus)
+    labels = list(dict.fromkeys(LABEL_ALIASES[w] for w in _WORDS.findall(text.lower()) if w in LABEL_ALIASES))
+    if len(labels) == 1:
+        parsed.conclusion_label = labels[0]
+    elif not labels:
+        errors.append(f"final conclusion names no class of {list(CLASS_NAMES)}")
+    else:
+        errors.append(f"final conclusion names several classes {labels}")
 
 
 def _parse_step(line: str, number: int, errors: list[str]) -> TraceStep:
@@ -248,11 +323,12 @@ def _parse_step(line: str, number: int, errors: list[str]) -> TraceStep:
     if match is None:
         errors.append(f"step {number} does not read 'Inspect <region> (<AUs>) → <observation> → <bbox>[x1,y1,x2,y2]</bbox>'")
         return TraceStep(region="", aus=(), observation=line[:200], box=None)
-    region = match.group("region").strip()
-    if region not in REGIONS:
-        errors.append(f"step {number}: unknown region {region[:40]!r}")
+    region = canonical_region(match.group("region"))
+    if region is None:
+        errors.append(f"step {number}: unknown region {match.group('region').strip()[:40]!r}")
+        region = match.group("region").strip()
     aus_text = match.group("aus").strip()
-    aus = () if aus_text == "none" else _parse_au_list(aus_text, ",", f"step {number}", errors)
+    aus = () if aus_text.lower() == "none" else _parse_au_list(aus_text, f"step {number}", errors)
     observation = match.group("obs").strip()
     if not observation:
         errors.append(f"step {number}: empty observation")
@@ -260,12 +336,16 @@ def _parse_step(line: str, number: int, errors: list[str]) -> TraceStep:
     return TraceStep(region=region, aus=aus, observation=observation, box=box)
 
 
-def _parse_au_list(text: str, separator: str, where: str, errors: list[str]) -> tuple[str, ...]:
+def _parse_au_list(text: str, where: str, errors: list[str]) -> tuple[str, ...]:
+    """Comma-separated AU codes, each optionally followed by its FACS name (which must be that AU's)."""
     aus: list[str] = []
-    for part in text.split(separator):
-        au = canonical_au(part) if part.strip().upper().startswith("AU") else None
+    for part in text.split(","):
+        match = _AU_ENTRY.match(part.strip())
+        au = f"AU{int(match.group('number'))}" if match else None
         if au is None or au not in AU_NAMES:
             errors.append(f"{where}: {part.strip()[:20]!r} is not a known AU")
+        elif match.group("name") and " ".join(match.group("name").lower().split()) != AU_NAMES[au]:
+            errors.append(f"{where}: {part.strip()[:40]!r}: {au} is the {AU_NAMES[au]}")
         elif au in aus:
             errors.append(f"{where}: {au} named twice")
         else:

@@ -8,7 +8,8 @@ Pipeline for one rollout batch of ``B`` prompts × ``G`` completions (``N = B·G
 
 Conventions checked against TRL's ``trl/trainer/grpo_trainer.py`` (huggingface/trl): the standard
 deviation is PyTorch's default ``Tensor.std`` — unbiased, Bessel-corrected (divide by ``n − 1``); the
-advantage denominator is ``std + 1e-4``; rewards of ``None`` are NaN and dropped by a NaN-sum; the k3
+advantage denominator is ``std + 1e-4``; rewards of ``None`` are NaN and dropped by a NaN-sum (a row
+with no reward at all stays NaN and is left out of its group's baseline, where TRL would count it 0); the k3
 KL estimator; the four loss aggregations; the clip-ratio statistics; ``dapo`` divides by the
 DDP-wide active-token count over the number of processes.
 """
@@ -30,15 +31,16 @@ def combine_rewards(per_function: torch.Tensor, weights: torch.Tensor | list[flo
     """Weighted sum of reward functions, ignoring the ones that do not apply.
 
     ``r_n = Σ_f w_f · R[n, f]`` over the ``f`` with ``R[n, f]`` not NaN (a reward callback returning
-    ``None`` — "not applicable" — is NaN here); a row where every function is NaN sums to 0 (TRL's
-    ``nansum``).
+    ``None`` — "not applicable" — is NaN here). A row where every function is NaN has no reward: it is
+    NaN, and :func:`group_advantages` leaves it out of its group's baseline (TRL's ``nansum`` would
+    score it 0 and pull the baseline towards 0).
 
     Args:
         per_function: ``[N, F]`` float rewards, NaN where not applicable. ±inf is an error.
         weights: ``[F]`` finite weights.
 
     Returns:
-        ``[N]`` combined rewards (dtype of ``per_function``).
+        ``[N]`` combined rewards (dtype of ``per_function``), NaN for rows without any reward.
     """
     weights = torch.as_tensor(weights, dtype=per_function.dtype, device=per_function.device)
     if per_function.dim() != 2 or weights.shape != (per_function.shape[1],):
@@ -50,26 +52,34 @@ def combine_rewards(per_function: torch.Tensor, weights: torch.Tensor | list[flo
         raise ValueError("combine_rewards: a reward is ±inf (rewards must be finite, or NaN for 'not applicable')")
     if not torch.isfinite(weights).all():
         raise ValueError(f"combine_rewards: weights must be finite, got {weights.tolist()}")
-    return (per_function * weights.unsqueeze(0)).nansum(dim=1)
+    combined = (per_function * weights.unsqueeze(0)).nansum(dim=1)
+    none_apply = torch.isnan(per_function).all(dim=1)
+    return torch.where(none_apply, torch.full_like(combined, math.nan), combined)
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """``[B*G]`` → ``[B, G]`` after checking the layout."""
+    """``[B*G]`` → ``[B, G]`` after checking the layout (NaN = no reward; ±inf is an error)."""
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be 1-D [B*G], got shape {tuple(rewards.shape)}")
     if not isinstance(group_size, int) or group_size < 1 or rewards.numel() % group_size:
         raise ValueError(f"group_size={group_size!r} must be a positive int dividing the {rewards.numel()} rewards")
-    if not torch.isfinite(rewards).all():
-        raise ValueError("rewards contain NaN or inf: combine the per-function rewards with combine_rewards first")
+    if torch.isinf(rewards).any():
+        raise ValueError("rewards contain inf: combine the per-function rewards with combine_rewards first")
     return rewards.reshape(-1, group_size)
 
 
-def _unbiased_std(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Bessel-corrected std (``n − 1``), 0 where ``n < 2`` (TRL: a single sample has no spread)."""
-    count = values.numel() if dim is None else values.shape[dim]
-    if count < 2:
-        return torch.zeros_like(values.sum() if dim is None else values.sum(dim=dim))
-    return values.std() if dim is None else values.std(dim=dim)
+def _valid_stats(values: torch.Tensor, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mean, std, valid)`` over the non-NaN entries (along ``dim``, or all): Bessel-corrected std
+    (``n − 1``), 0 where fewer than 2 entries (TRL: a single sample has no spread); mean 0 where none."""
+    valid = ~torch.isnan(values)
+    filled = torch.where(valid, values, torch.zeros_like(values))
+    keep = dim is not None
+    count = valid.sum(dim=dim, keepdim=keep) if keep else valid.sum()
+    mean = filled.sum(dim=dim, keepdim=keep) / count.clamp(min=1) if keep else filled.sum() / count.clamp(min=1)
+    squares = torch.where(valid, (values - mean) ** 2, torch.zeros_like(values))
+    total = squares.sum(dim=dim, keepdim=keep) if keep else squares.sum()
+    std = torch.where(count >= 2, (total / (count - 1).clamp(min=1)).sqrt(), torch.zeros_like(total))
+    return mean, std, valid
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
@@ -83,7 +93,9 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     where ``σ`` is the unbiased (Bessel, ``n − 1``) standard deviation of group ``b`` (``scale="group"``,
     GRPO), of all ``B·G`` rewards (``"batch"``), or ``σ + 1e-4`` is replaced by 1 (``"none"``, Dr. GRPO).
     A group with a single completion has σ = 0. A group whose rewards are all equal gets exactly A = 0
-    (TRL computes ``(r − mean)/1e-4`` there, which is rounding noise of order 1e-12).
+    (TRL computes ``(r − mean)/1e-4`` there, which is rounding noise of order 1e-12). A NaN reward (a
+    completion no reward applies to, :func:`combine_rewards`) is left out of ``μ`` and ``σ`` and gets
+    A = 0.
 
     Under DDP call it on the rewards gathered from every rank (so that ``"batch"`` sees the global
     batch and groups are never split), then keep the local slice — as TRL does.
@@ -94,27 +106,31 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r}; expected one of {list(SCALES)}")
     grouped = _grouped(rewards, group_size)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)
-    constant = grouped.amax(dim=1, keepdim=True) == grouped.amin(dim=1, keepdim=True)
+    mean, std, valid = _valid_stats(grouped, dim=1)
+    centred = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
+    high = torch.where(valid, grouped, torch.full_like(grouped, -math.inf)).amax(dim=1, keepdim=True)
+    low = torch.where(valid, grouped, torch.full_like(grouped, math.inf)).amin(dim=1, keepdim=True)
+    constant = high <= low  # all valid rewards equal (or none valid)
     centred = torch.where(constant, torch.zeros_like(centred), centred)  # exact 0, not mean rounding / 1e-4
     if scale == "group":
-        centred = centred / (_unbiased_std(grouped, dim=1).unsqueeze(1) + STD_EPS)
+        centred = centred / (std + STD_EPS)
     elif scale == "batch":
-        centred = centred / (_unbiased_std(rewards) + STD_EPS)
+        centred = centred / (_valid_stats(rewards)[1] + STD_EPS)
     return centred.reshape(-1)
 
 
 def group_reward_stats(rewards: torch.Tensor, group_size: int) -> dict[str, float]:
-    """TRL's reward metrics for one rollout batch.
+    """TRL's reward metrics for one rollout batch (NaN rewards left out).
 
     ``reward`` = mean of ``r``; ``reward_std`` = mean over groups of the unbiased group std;
     ``frac_reward_zero_std`` = fraction of groups whose std is 0 (all rewards equal: no gradient
     from that prompt). ``rewards`` is ``[B*G]`` group-major as in :func:`group_advantages`.
     """
     grouped = _grouped(rewards, group_size).detach().double()
-    std = _unbiased_std(grouped, dim=1)
+    _, std, valid = _valid_stats(grouped, dim=1)
+    std = std.squeeze(1)
     return {
-        "reward": grouped.mean().item(),
+        "reward": _valid_stats(grouped)[0].item() if valid.any() else math.nan,
         "reward_std": std.mean().item(),
         "frac_reward_zero_std": torch.isclose(std, torch.zeros_like(std)).double().mean().item(),
     }

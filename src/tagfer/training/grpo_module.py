@@ -18,7 +18,14 @@ One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
    temperature → :func:`tagfer.training.grpo.grpo_loss` (clipped ratio + β·k3 KL, ``loss_type``
    aggregation) → backward (in row chunks of ``rl.logprob_micro_batch`` to bound memory), gradient
    clipping, optimizer and scheduler step. With μ = 1, gradients of ``rl.gradient_accumulation_steps``
-   rollout batches are summed before each optimizer step.
+   rollout batches are summed before each optimizer step; ``dapo`` then normalises by the active tokens
+   of all of them (TRL's ``num_items_in_batch`` over the generation batch): each micro step backpropagates
+   its token sum and the gradient is divided by the accumulated token count before the step.
+
+Dropout is switched off in the policy and the reference (:func:`tagfer.models.policy.disable_dropout`,
+LoRA dropout included): rollouts run in eval mode, and the log-prob passes must score the same network,
+or the ratio of the μ inner iterations carries dropout noise. The LR schedule spans the run's optimizer
+steps, μ and accumulation counted (:func:`tagfer.training.optim.optimizer_steps`).
 
 A non-finite reward, loss or gradient on any rank skips the step on every rank (no parameter update),
 increments ``skipped_steps`` and is logged; after ``rl.max_consecutive_skips`` skips in a row the run stops
@@ -40,14 +47,21 @@ import torch
 
 from tagfer.classes import CLASS_NAMES
 from tagfer.models.generation import Completions
-from tagfer.models.policy import reference_model
+from tagfer.models.policy import disable_dropout, reference_model
 from tagfer.training.grpo import combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
 from tagfer.training.logging import log_grounding_samples
-from tagfer.training.optim import build_optimizer_and_scheduler
+from tagfer.training.optim import build_optimizer_and_scheduler, optimizer_steps
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
 from tagfer.training.rollout import Rollout, generate_rollout
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
 from tagfer.training.skips import SkipsNonFiniteSteps
+
+
+def scale_gradients(parameters, factor: float) -> None:
+    """Multiply every existing ``.grad`` by ``factor`` in place."""
+    for parameter in parameters:
+        if parameter.grad is not None:
+            parameter.grad.mul_(factor)
 
 
 def repeat_meta(meta: dict[str, list], n: int) -> dict[str, list]:
@@ -105,6 +119,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         self.skipped_steps = 0
         self.consecutive_skips = 0
         self._accumulated = 0
+        self._accumulated_tokens = 0.0  # dapo under accumulation: active tokens of the micro steps so far
+        disable_dropout(model)
+        if reference is not None:
+            disable_dropout(reference)
         if rl_cfg.num_iterations > 1 and rl_cfg.gradient_accumulation_steps > 1:
             raise ValueError("rl.num_iterations > 1 and rl.gradient_accumulation_steps > 1 cannot be combined")
 
@@ -251,23 +269,28 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
                 kl_clamp=self.cfg.kl_clamp,
                 entropies=entropies,
             )
-            loss = loss * self._chunk_weight(rows, mask, n) / self.cfg.gradient_accumulation_steps
+            loss = loss * self._chunk_weight(rows, mask, n)
+            total_loss += float(loss.detach()) / self.cfg.gradient_accumulation_steps
+            # dapo under accumulation: Σℓ·world_size now, ÷ the accumulated token count at the step
+            loss = loss * tokens_global if self._dapo_accumulates else loss / self.cfg.gradient_accumulation_steps
             if not self._all_ranks(torch.isfinite(loss)):
                 optimizer.zero_grad()
-                self._accumulated = 0
+                self._accumulated, self._accumulated_tokens = 0, 0.0
                 self._skip("non-finite loss")
                 return None
             with sync_context():
                 self.manual_backward(loss)
-            total_loss += float(loss.detach())
             weight = (rows.stop - rows.start) / n
             for key, value in stats.items():
                 stats_sum[key] = stats_sum.get(key, 0.0) + weight * float(value)
         self._accumulated += 1
+        self._accumulated_tokens += float(tokens_global)
         if self._accumulated >= self.cfg.gradient_accumulation_steps:
+            if self._dapo_accumulates:
+                scale_gradients(self.model.parameters(), 1.0 / max(self._accumulated_tokens, 1.0))
             if not self._all_ranks(local_gradients_finite(self.model.parameters())):  # one device sync
                 optimizer.zero_grad()
-                self._accumulated = 0
+                self._accumulated, self._accumulated_tokens = 0, 0.0
                 self._skip("non-finite gradient")
                 return None
             if self.gradient_clip_val:
@@ -275,7 +298,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             optimizer.step()
             optimizer.zero_grad()
             self.lr_schedulers().step()
-            self._accumulated = 0
+            self._accumulated, self._accumulated_tokens = 0, 0.0
         stats_sum["loss"] = total_loss
         return stats_sum, torch.cat(all_logps)
 
@@ -303,8 +326,21 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         self.log_dict({k: v for k, v in metrics.items() if k not in shown}, batch_size=len(per_function))
         self.log_dict({k: v for k, v in metrics.items() if k in shown}, prog_bar=True, batch_size=len(per_function))
 
+    @property
+    def _dapo_accumulates(self) -> bool:
+        return self.cfg.loss_type == "dapo" and self.cfg.gradient_accumulation_steps > 1
+
     def configure_optimizers(self):
-        return build_optimizer_and_scheduler(self.model, self.cfg.optim, self.trainer.estimated_stepping_batches)
+        trainer = self.trainer
+        trainer.estimated_stepping_batches  # sets up the training data: num_training_batches is known after it
+        steps = optimizer_steps(
+            trainer.max_steps,
+            trainer.num_training_batches,
+            trainer.max_epochs,
+            num_iterations=self.cfg.num_iterations,
+            accumulation=self.cfg.gradient_accumulation_steps,
+        )
+        return build_optimizer_and_scheduler(self.model, self.cfg.optim, steps)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = checkpoint_state_dict(self, checkpoint["state_dict"])

@@ -5,7 +5,7 @@ name                   what it scores                                           
 =====================  ==========================================================  ===========
 format                 the TAG trace grammar is fully valid                        [0, 1]
 answer                 the single answer is exactly the label                      {0, 1}
-au_grounding           IoU of cited AU boxes with the detector's boxes             [0, 1]
+au_grounding           IoU-weighted F1 of cited AU boxes vs the detector's         [0, 1]
 label_au_consistency   F1 of cited AUs against the answer's EMFACS prior           [0, 1]
 length_penalty         DAPO soft overlong punishment                               [−1, 0]
 au_f1                  Facial-R1: 2·F1(cited AUs, active AUs) − 1                  [−1, 1]/None
