@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -11,10 +12,12 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from omegaconf import OmegaConf
 from torch.utils.data import WeightedRandomSampler
 
+from tagfer.au.regions import au_boxes
 from tagfer.config import AugmentConfig, load_config
 from tagfer.data.datamodule import FERDataModule, class_balanced_weights
-from tagfer.data.trace_boxes import TraceBoxMapper
-from tagfer.data.transforms import FLIP_68, apply_augmentation, build_augmentation
+from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
+from tagfer.data.sampling import SampleKey
+from tagfer.data.transforms import FLIP_68, apply_augmentation, build_augmentation, reseed
 from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
 
 
@@ -159,3 +162,91 @@ def test_missing_template_traces_are_built_in_prepare_data_once(tmp_path, config
     teacher = _cfg(tmp_path, configs_dir, f"data.train=[{face.replace('traces.jsonl', 'teacher.jsonl')}]", "traces.source=teacher", *model)
     with pytest.raises(FileNotFoundError, match="tagfer traces build --source teacher"):
         missing_traces(teacher)
+
+
+def _fixed_rotation(rotate_deg: float):
+    """The training pipeline's box/keypoint handling with exactly one affine: a rotation by ``rotate_deg``."""
+    reference = build_augmentation(AugmentConfig(horizontal_flip=0.0, shift_scale_rotate=0.0, color_jitter=0.0), seed=0)
+    return A.Compose(
+        [A.Affine(rotate=(rotate_deg, rotate_deg), border_mode=0, p=1.0)],
+        bbox_params=reference.processors["bboxes"].params,
+        keypoint_params=reference.processors["keypoints"].params,
+        save_applied_params=True,
+    )
+
+
+def _area(box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+@pytest.mark.parametrize("box_mode", ["region", "au"])
+def test_rotation_recomputes_au_boxes_from_the_transformed_landmarks(tmp_path, configs_dir, box_mode):
+    """Under a 30° rotation the served AU boxes are ``au_boxes`` of the served landmarks (the function that
+    made them, in the cache's box mode), smaller than albumentations' rotated hulls; a template trace's step
+    box is the union of its AUs' recomputed boxes, a teacher trace's box keeps the geometric transform."""
+    cfg = _cfg(tmp_path, configs_dir, f"au.box_mode={box_mode}", "data.face_crop.source=none")
+    dm = FERDataModule(cfg.data, cfg.au, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    dataset.augment = None
+    plain = dataset[0]
+    dataset.augment = _fixed_rotation(30.0)
+    served = dataset[0]
+    size = served["image_size"]
+    assert served["landmarks"].shape == (68, 2)
+    reference = au_boxes(served["landmarks"], list(plain["au_box"]), size, box_mode)
+    assert set(served["au_box"]) == set(plain["au_box"]) == set(reference)
+    for au, box in served["au_box"].items():
+        assert box == pytest.approx(reference[au], abs=1e-6)
+    hulls = apply_augmentation(_fixed_rotation(30.0), plain["image"], plain["au_box"], plain["landmarks"]).boxes
+    assert sum(_area(served["au_box"][au]) for au in hulls) < 0.8 * sum(_area(b) for b in hulls.values())
+
+    item = dataset.items[0]
+    steps = (TraceStep("lip corners", ("AU12",), "corners pulled up", tuple(plain["au_box"]["AU12"])),)
+    item.trace = render_trace(Trace("A smile.", steps, ("AU12",), item.record.label_name))
+    dataset.trace_mapper = TraceBoxMapper(to_pixels=lambda box, size: box, to_model=lambda box, size: box)
+    item.trace_source = "template"
+    template_box = parse_trace(dataset[0]["trace"]).steps[0].box
+    assert template_box == pytest.approx(served["au_box"]["AU12"], abs=1.0)  # traces write integers
+    item.trace_source = "teacher"
+    teacher_box = parse_trace(dataset[0]["trace"]).steps[0].box
+    assert teacher_box == pytest.approx(hulls["AU12"], abs=1.0)
+    assert _area(template_box) < _area(teacher_box)
+
+
+def test_without_rotation_the_au_boxes_are_the_moved_boxes(tmp_path, configs_dir):
+    """Flip, scale and shift without rotation keep today's boxes: those albumentations moved."""
+    cfg = _cfg(
+        tmp_path, configs_dir, "data.augment.horizontal_flip=1.0", "data.augment.shift_scale_rotate=1.0",
+        "data.augment.max_rotate_deg=0.0", "data.augment.color_jitter=0.0", "data.face_crop.source=none",
+    )
+    dm = FERDataModule(cfg.data, cfg.au, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    pipeline = dataset.augment
+    dataset.augment = None
+    plain = dataset[0]
+    reseed(pipeline, 7)
+    moved = apply_augmentation(pipeline, plain["image"], plain["au_box"], plain["landmarks"]).boxes
+    dataset.augment = pipeline
+    served = dataset[SampleKey(0, 7)]
+    assert served["au_box"] == moved
+
+
+def test_template_step_boxes_are_unions_of_the_steps_au_boxes():
+    """A cited step's box is the union of its AUs' boxes; an AU-less step's, that of its region's AUs with a
+    box; a step none of whose AUs kept a box gets None (it leaves the trace)."""
+    steps = (
+        TraceStep("cheeks", ("AU6",), "raised", (1.0, 1.0, 2.0, 2.0)),
+        TraceStep("lip corners", ("AU12", "AU14"), "pulled up", (1.0, 1.0, 2.0, 2.0)),
+        TraceStep("mouth", (), "relaxed", (1.0, 1.0, 2.0, 2.0)),
+    )
+    trace = render_trace(Trace("A smile.", steps, ("AU6", "AU12", "AU14"), "happiness"))
+    au_box = {"AU12": (20.0, 60.0, 40.0, 70.0), "AU14": (25.0, 55.0, 50.0, 68.0), "AU16": (30.0, 70.0, 45.0, 80.0), "AU26": (28.0, 72.0, 44.0, 90.0)}
+    assert template_step_boxes(trace, au_box) == {
+        "__trace_0__": None,
+        "__trace_1__": (20.0, 55.0, 50.0, 70.0),
+        "__trace_2__": (28.0, 70.0, 45.0, 90.0),
+    }

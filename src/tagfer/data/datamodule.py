@@ -17,8 +17,11 @@ evidence (original pixels) is moved into the crop. A trace must have been built 
 ``crop_box`` field); a mismatch is an error naming the trace file. Coordinates are pixels of the served
 (cropped, then augmented) image. Training images are augmented with albumentations;
 boxes, landmarks and the boxes written inside a trace follow every geometric transform
-(:mod:`tagfer.data.transforms`). The collate function (model-specific: it owns the processor, so the
-pixel preprocessing and tokenisation run in the DataLoader workers) is passed in by the training stage.
+(:mod:`tagfer.data.transforms`). Under a rotation, with 68 landmarks, the AU boxes and the step boxes of a
+template trace are recomputed from the transformed landmarks (``au.box_mode``) so that the rotation does
+not inflate them; a teacher trace's boxes are not derived from landmarks and keep the geometric transform.
+The collate function (model-specific: it owns the processor, so the pixel preprocessing and tokenisation
+run in the DataLoader workers) is passed in by the training stage.
 
 Determinism and resumption: the training order of epoch ``e`` and every sample's augmentation are
 functions of ``(seed, e)`` alone (:class:`tagfer.data.sampling.EpochSampler`), never of the global RNG,
@@ -50,8 +53,8 @@ from tagfer.data.images import CorruptImageError, load_image
 from tagfer.data.readers import read_dataset
 from tagfer.data.records import FaceRecord
 from tagfer.data.sampling import EpochSampler, SampleKey
-from tagfer.data.trace_boxes import TraceBoxMapper
-from tagfer.data.transforms import apply_augmentation, build_augmentation, reseed
+from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
+from tagfer.data.transforms import apply_augmentation, build_augmentation, landmark_au_boxes, reseed
 from tagfer.reasoning.build import read_traces
 from tagfer.reasoning.trace_file import trace_window
 
@@ -62,28 +65,38 @@ Sample = dict
 
 @dataclass
 class FaceItem:
-    """A record joined with its AU evidence and (for SFT) its trace text and the crop it was written for."""
+    """A record joined with its AU evidence and (for SFT) its trace text, the crop it was written for and
+    its source (``template`` | ``teacher``)."""
 
     record: FaceRecord
     evidence: AUEvidence
     trace: str | None = None
     trace_crop: tuple[int, int, int, int] | None = None
     trace_file: str | None = None
+    trace_source: str | None = None
 
 
 class FERDataset(Dataset):
     """Samples of one dataset split (see the module docstring for the sample layout).
 
-    ``crop`` is the face-crop setting resolved for this split (:meth:`FaceCrop.for_images`).
+    ``crop`` is the face-crop setting resolved for this split (:meth:`FaceCrop.for_images`); ``box_mode``
+    is the AU cache's (``au.box_mode``), used to recompute AU boxes from augmented landmarks.
     """
 
     def __init__(
-        self, items: list[FaceItem], *, augment=None, trace_mapper: TraceBoxMapper | None = None, crop: FaceCrop = NO_CROP
+        self,
+        items: list[FaceItem],
+        *,
+        augment=None,
+        trace_mapper: TraceBoxMapper | None = None,
+        crop: FaceCrop = NO_CROP,
+        box_mode: str = "region",
     ):
         self.items = items
         self.augment = augment
         self.trace_mapper = trace_mapper
         self.crop = crop
+        self.box_mode = box_mode
 
     def __len__(self) -> int:
         return len(self.items)
@@ -115,8 +128,16 @@ class FERDataset(Dataset):
         if self.augment is not None:
             out = apply_augmentation(self.augment, image, boxes, landmarks)
             image, boxes, landmarks = out.image, out.boxes, out.landmarks
+            moved_trace_boxes = {k: boxes.get(k) for k in trace_boxes}
+            anatomical = None
+            if out.rotated:  # a rotated box's hull is inflated: recompute the AU boxes where landmarks allow
+                anatomical = landmark_au_boxes(landmarks, evidence.au_box, (image.shape[1], image.shape[0]), self.box_mode)
+            if anatomical is not None:
+                boxes = {k: v for k, v in boxes.items() if k.startswith("__")} | anatomical
+                if trace_boxes and item.trace_source == "template":
+                    moved_trace_boxes = template_step_boxes(trace, anatomical)
             if trace_boxes:
-                trace = self.trace_mapper.rewrite(trace, {k: boxes.get(k) for k in trace_boxes}, image.shape, record.id)
+                trace = self.trace_mapper.rewrite(trace, moved_trace_boxes, image.shape, record.id)
         face_box = boxes.pop("__face__", None)
         au_box = {k: v for k, v in boxes.items() if not k.startswith("__")}
         return {
@@ -195,6 +216,7 @@ class FERDataModule(L.LightningDataModule):
         self.train_batch_size = train_batch_size or data_cfg.batch_size
         self.seed = seed
         self.face_crop = FaceCrop.from_config(data_cfg.face_crop)
+        self.box_mode = str(au_cfg.box_mode)  # the AU cache's (checked against the cache when it is opened)
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, Counter] = {}
         self._resume: dict | None = None  # position restored from a checkpoint (load_state_dict)
@@ -226,7 +248,7 @@ class FERDataModule(L.LightningDataModule):
                 geometric = not (self.require_traces and self.trace_mapper is None)
                 augment = build_augmentation(self.data_cfg.augment, seed=self.seed, geometric=geometric)
             crop = self.face_crop.for_images(whole_photos)
-            parts.append(FERDataset(items, augment=augment, trace_mapper=self.trace_mapper, crop=crop))
+            parts.append(FERDataset(items, augment=augment, trace_mapper=self.trace_mapper, crop=crop, box_mode=self.box_mode))
         self.skipped[split] = skipped
         total = sum(len(p) for p in parts)
         if total == 0:
@@ -253,7 +275,7 @@ class FERDataModule(L.LightningDataModule):
             if training and not cache.passed_quality(record.id):
                 skipped["failed face-quality filter"] += 1
                 continue
-            trace = trace_crop = None
+            trace = trace_crop = trace_source = None
             if traces is not None:
                 trace_record = traces.get(record.id)
                 if trace_record is None:
@@ -261,7 +283,12 @@ class FERDataModule(L.LightningDataModule):
                     continue
                 trace = trace_record["trace"]
                 trace_crop = trace_window(trace_record)
-            items.append(FaceItem(record=record, evidence=entry, trace=trace, trace_crop=trace_crop, trace_file=spec.traces))
+                trace_source = trace_record["source"]
+            items.append(
+                FaceItem(
+                    record=record, evidence=entry, trace=trace, trace_crop=trace_crop, trace_file=spec.traces, trace_source=trace_source
+                )
+            )
         return items, skipped, result.whole_photos
 
     def _loader(self, split: str, *, batch_size: int) -> DataLoader:

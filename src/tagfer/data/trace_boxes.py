@@ -4,6 +4,10 @@ Trace boxes are in the model family's coordinate space of the image they were wr
 an SFT sample, its trace boxes are brought to image pixels, transformed with the image (same
 albumentations call as the AU boxes), brought back to the model's space and written into the trace again
 (:func:`tagfer.reasoning.trace.render_trace`, which round-trips the parser exactly).
+
+A template trace's step box is the union of its AUs' boxes (:mod:`tagfer.reasoning.template`); where the
+AU boxes were recomputed from transformed landmarks, :func:`template_step_boxes` recomputes the step
+boxes from them the same way instead of taking the rotated (inflated) hull of the old box.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from tagfer.au.vocabulary import AU_REGION
+from tagfer.reasoning.template import union_box
 from tagfer.reasoning.trace import Trace, parse_trace, render_trace
 
 Box = tuple[float, float, float, float]
@@ -20,6 +26,23 @@ BoxConversion = Callable[[Box, tuple[int, int]], Box]
 
 def _key(index: int) -> str:
     return f"__trace_{index}__"
+
+
+def template_step_boxes(trace: str, au_box: dict[str, Box]) -> dict[str, Box | None]:
+    """``{"__trace_<step>__": pixel box or None}`` for every boxed step of the template trace ``trace``.
+
+    As :func:`tagfer.reasoning.template.build_template_trace` made it: the union of ``au_box`` over the
+    step's AUs, or, for a step citing none, over every AU of its region that has a box
+    (:func:`tagfer.reasoning.template.region_box`). None when none of them has a box (out of the image).
+    """
+    boxes = {}
+    for i, step in enumerate(parse_trace(trace).steps):
+        if step.box is None:
+            continue
+        aus = step.aus or tuple(au for au, region in AU_REGION.items() if region == step.region)
+        found = [au_box[au] for au in aus if au in au_box]
+        boxes[_key(i)] = union_box(found) if found else None
+    return boxes
 
 
 class TraceBoxMapper:

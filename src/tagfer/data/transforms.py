@@ -4,6 +4,11 @@ One ``A.Compose`` call moves the image, the AU boxes (``pascal_voc`` x1,y1,x2,y2
 box, any extra boxes (e.g. those inside a reasoning trace) and the 68 landmarks together. A horizontal
 flip mirrors coordinates (albumentations) *and* swaps the left/right landmark indices (here), so that
 landmark 36 stays the outer corner of the subject's right eye. Photometric transforms touch pixels only.
+
+A rotated box's axis-aligned hull (albumentations' ``largest_box``) is larger than the region it boxed.
+Where a rotation was applied (:attr:`Augmented.rotated`) and the sample has 68 landmarks, its AU boxes are
+therefore recomputed from the transformed landmarks (:func:`landmark_au_boxes`) with the function that
+made them, so they stay anatomical.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 
 import albumentations as A
 import numpy as np
+
+from tagfer.au.regions import au_boxes
 
 Box = tuple[float, float, float, float]
 
@@ -31,12 +38,14 @@ FLIP_68: np.ndarray = np.array(
 
 @dataclass
 class Augmented:
-    """The transformed sample: image ``[H, W, 3]`` uint8 and coordinates in its pixels."""
+    """The transformed sample: image ``[H, W, 3]`` uint8 and coordinates in its pixels; whether it was
+    mirrored and whether it was rotated (an affine with a non-zero angle)."""
 
     image: np.ndarray
     boxes: dict[str, Box]
     landmarks: np.ndarray | None
     flipped: bool
+    rotated: bool
 
 
 def build_augmentation(cfg, seed: int | None = None, *, geometric: bool = True) -> A.Compose:
@@ -90,10 +99,25 @@ def apply_augmentation(
     keypoints = np.zeros((0, 2), np.float32) if landmarks is None else np.asarray(landmarks, np.float32)
     out = pipeline(image=image, bboxes=box_array, box_keys=keys, keypoints=keypoints)
     flipped = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
+    rotated = any(name == "Affine" and params["rotate"] != 0 for name, params in out["applied_transforms"])
     new_landmarks = None
     if landmarks is not None:
         new_landmarks = np.asarray(out["keypoints"], dtype=np.float32).reshape(-1, 2)
         if flipped and len(new_landmarks) == 68:
             new_landmarks = new_landmarks[FLIP_68]
     new_boxes = {k: tuple(float(v) for v in b) for k, b in zip(out["box_keys"], np.asarray(out["bboxes"]))}
-    return Augmented(image=out["image"], boxes=new_boxes, landmarks=new_landmarks, flipped=flipped)
+    return Augmented(image=out["image"], boxes=new_boxes, landmarks=new_landmarks, flipped=flipped, rotated=rotated)
+
+
+def landmark_au_boxes(landmarks: np.ndarray | None, aus, image_size: tuple[int, int], box_mode: str) -> dict[str, Box] | None:
+    """AU boxes of ``aus`` recomputed from transformed ``[68, 2]`` landmarks; None without 68 landmarks.
+
+    ``au_boxes(landmarks, aus, image_size, box_mode)`` (:func:`tagfer.au.regions.au_boxes`, clipped to
+    the ``(width, height)`` image) with ``box_mode`` the AU cache's (``au.box_mode``); a box left with no
+    area inside the image (``x2 <= x1`` or ``y2 <= y1``) is dropped, as albumentations drops a box pushed
+    out of the image.
+    """
+    if landmarks is None or np.shape(landmarks) != (68, 2):
+        return None
+    boxes = au_boxes(landmarks, aus, image_size, box_mode)
+    return {au: b for au, b in boxes.items() if b[2] > b[0] and b[3] > b[1]}
