@@ -135,6 +135,16 @@ def clip_box(box, width: float, height: float) -> Box:
     )
 
 
+def union_box(boxes: list[Box]) -> Box:
+    """The smallest box containing every box of ``boxes`` (non-empty)."""
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
 def scale_box(box, sx: float, sy: float) -> Box:
     """``(x1·sx, y1·sy, x2·sx, y2·sy)``: ``box`` in the pixels of an image resized by ``(sx, sy)``."""
     x1, y1, x2, y2 = (float(v) for v in box)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from tagfer.au.regions import union_box
 from tagfer.au.vocabulary import AU_REGION
-from tagfer.reasoning.template import union_box
 from tagfer.reasoning.trace import Trace, parse_trace, render_trace
 
 Box = tuple[float, float, float, float]

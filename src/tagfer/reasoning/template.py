@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tagfer.au.evidence import AUEvidence
+from tagfer.au.regions import union_box
 from tagfer.au.vocabulary import AU_REGION, EXPRESSION_PRIORS, REGIONS
 from tagfer.classes import CLASS_NAMES
 from tagfer.reasoning.phrases import (
@@ -114,16 +115,6 @@ def integer_box(box: Box) -> Box:
     """Round to integers, clip at 0, and make ``x2 > x1`` and ``y2 > y1`` (widening by 1 if needed)."""
     x1, y1, x2, y2 = (max(0, int(round(v))) for v in box)
     return (float(x1), float(y1), float(max(x2, x1 + 1)), float(max(y2, y1 + 1)))
-
-
-def union_box(boxes: list[Box]) -> Box:
-    """The smallest box containing every box of ``boxes`` (non-empty)."""
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
 
 
 def region_box(evidence: AUEvidence, region: str) -> Box | None:
