@@ -14,7 +14,7 @@ hallucination rate). ``--results`` appends the table to ``benchmarks/RESULTS.md`
 
     python benchmarks/learning.py                       # the full study (about 40 min on 2 CPU cores)
     python benchmarks/learning.py --quick               # a smoke run of every stage (minutes)
-    python benchmarks/learning.py --seeds 0 1 2 --test 512 --results   # repeated over seeds, with intervals
+    python benchmarks/learning.py --seeds 0 1 2 --test 512 --jobs 3 --results   # repeated over seeds, with intervals
 
 Both GRPO variants start from the same SFT export and see the same prompts in the same order (same seed).
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--baseline-epochs", type=int, default=5, help="0: no vision-only baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="repeat the study over these seeds (intervals over pooled faces)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds studied at a time (with --seeds; one process each)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (with --seeds)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that every stage runs")
     parser.add_argument("--results", action="store_true", help="append the table to benchmarks/RESULTS.md")
@@ -225,12 +227,41 @@ def interval_tables(tables: dict[str, dict], num_classes: int, resamples: int) -
     return "\n".join(rows)
 
 
+def seed_finished(seed_dir: Path) -> bool:
+    """Whether a seed's study has written the predictions of every reasoning variant (then it is reused)."""
+    from tagfer.evaluation.predictions import PREDICTIONS_FILE
+
+    return all((seed_dir / "eval" / variant / PREDICTIONS_FILE).exists() for variant in REASONING)
+
+
+def seed_command(args, seed: int) -> list[str]:
+    """This script for one seed, under ``<out>/seed<s>``, with the study's sizes and overrides."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--seed", str(seed), "--out", str(Path(args.out) / f"seed{seed}")]
+    command += ["--train", str(args.train), "--test", str(args.test), "--sft-epochs", str(args.sft_epochs)]
+    command += ["--rl-steps", str(args.rl_steps), "--baseline-epochs", str(args.baseline_epochs)]
+    command += ["--quick"] if args.quick else []
+    for override in args.set:
+        command += ["--set", override]
+    return command
+
+
 def run_seeds(args) -> str:
-    """The study once per seed (each under ``<out>/seed<s>``), then the pooled interval table."""
+    """The study once per seed (a subprocess each, ``--jobs`` at a time, log ``<out>/seed<s>.log``; a finished
+    seed is reused), then the pooled interval table."""
     out = Path(args.out)
-    for seed in args.seeds:
-        seed_args = argparse.Namespace(**{**vars(args), "seed": seed, "out": str(out / f"seed{seed}")})
-        print(f"seed {seed}\n{table(run(seed_args))}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    pending = [seed for seed in args.seeds if not seed_finished(out / f"seed{seed}")]
+    running: list[tuple[int, subprocess.Popen, Path]] = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            log = out / f"seed{seed}.log"
+            with open(log, "w") as handle:
+                running.append((seed, subprocess.Popen(seed_command(args, seed), stdout=handle, stderr=subprocess.STDOUT, cwd=REPO), log))
+        seed, process, log = running.pop(0)
+        if process.wait() != 0:
+            raise RuntimeError(f"the study for seed {seed} failed (exit {process.returncode}); see {log}")
+        print(f"seed {seed} done (log {log})", flush=True)
     tables, num_classes = seed_tables(out, args.seeds)
     return interval_tables(tables, num_classes, args.resamples)
 

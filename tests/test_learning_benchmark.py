@@ -62,3 +62,22 @@ def test_seed_tables_pool_faces_and_print_intervals_and_paired_differences(tmp_p
     ]
     expected = bootstrap_scores(concat_tables(written["grpo_tag"]), num_classes, resamples=50)["accuracy"]
     assert f"{expected[0]:.3f} [{expected[1]:.3f}, {expected[2]:.3f}]" in rows[2]
+    # a finished seed is reused: --seeds over these outputs starts no study
+    def no_study(*args, **kwargs):
+        raise AssertionError(f"a finished seed was studied again: {args}")
+
+    module.subprocess.Popen = no_study
+    args = module.parse_args(["--seeds", "0", "1", "--out", str(tmp_path), "--jobs", "2", "--resamples", "50"])
+    assert module.run_seeds(args) == text
+
+
+def test_seed_command_carries_the_study_settings_to_each_seed(tmp_path):
+    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(["--seeds", "0", "3", "--out", str(tmp_path), "--test", "512", "--rl-steps", "90", "--set", "rl.beta=0.1"])
+    command = module.seed_command(args, 3)
+    flags = dict(zip(command[2::2], command[3::2]))
+    assert flags["--seed"] == "3" and flags["--out"] == str(tmp_path / "seed3")
+    assert flags["--test"] == "512" and flags["--rl-steps"] == "90" and flags["--set"] == "rl.beta=0.1"
+    assert not module.seed_finished(tmp_path / "seed3")
