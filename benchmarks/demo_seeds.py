@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from seed_jobs import run_per_seed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "parse_rate", "mean_iou", "hallucination_rate")
@@ -38,22 +40,10 @@ def demo_command(out: Path, seed: int, overrides: list[str]) -> list[str]:
 
 
 def run_all(args) -> None:
-    """The demo for every seed, ``args.jobs`` at a time; a failed run is an error naming its log."""
+    """The demo for every seed, ``args.jobs`` at a time (under ``nice``); a failed run is an error naming its log."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pending = list(args.seeds)
-    running: list[tuple[int, subprocess.Popen, Path]] = []
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            seed = pending.pop(0)
-            log = out / f"seed{seed}.log"
-            with open(log, "w") as handle:
-                process = subprocess.Popen(["nice", "-n", "5", *demo_command(out, seed, args.set)], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
-            running.append((seed, process, log))
-        seed, process, log = running.pop(0)
-        if process.wait() != 0:
-            raise RuntimeError(f"the demo for seed {seed} failed (exit {process.returncode}); see {log}")
-        print(f"seed {seed} done", flush=True)
+    commands = {seed: ["nice", "-n", "5", *demo_command(out, seed, args.set)] for seed in args.seeds}
+    run_per_seed(commands, out, args.jobs, cwd=REPO, what="demo")
 
 
 def scores(report: Path) -> dict[str, float]:

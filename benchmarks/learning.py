@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from seed_jobs import run_per_seed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_THREADS = torch.get_num_threads()
@@ -249,19 +251,8 @@ def run_seeds(args) -> str:
     """The study once per seed (a subprocess each, ``--jobs`` at a time, log ``<out>/seed<s>.log``; a finished
     seed is reused), then the pooled interval table."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pending = [seed for seed in args.seeds if not seed_finished(out / f"seed{seed}")]
-    running: list[tuple[int, subprocess.Popen, Path]] = []
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            seed = pending.pop(0)
-            log = out / f"seed{seed}.log"
-            with open(log, "w") as handle:
-                running.append((seed, subprocess.Popen(seed_command(args, seed), stdout=handle, stderr=subprocess.STDOUT, cwd=REPO), log))
-        seed, process, log = running.pop(0)
-        if process.wait() != 0:
-            raise RuntimeError(f"the study for seed {seed} failed (exit {process.returncode}); see {log}")
-        print(f"seed {seed} done (log {log})", flush=True)
+    commands = {seed: seed_command(args, seed) for seed in args.seeds if not seed_finished(out / f"seed{seed}")}
+    run_per_seed(commands, out, args.jobs, cwd=REPO, what="study")
     tables, num_classes = seed_tables(out, args.seeds)
     return interval_tables(tables, num_classes, args.resamples)
 

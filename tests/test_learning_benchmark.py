@@ -31,7 +31,7 @@ def test_quick_study_prints_a_row_per_variant(tmp_path, capsys):
     assert (tmp_path / "grpo_tag" / "export" / "tagfer_export.json").is_file()
 
 
-def test_seed_tables_pool_faces_and_print_intervals_and_paired_differences(tmp_path):
+def test_seed_tables_pool_faces_and_print_intervals_and_paired_differences(tmp_path, monkeypatch):
     """The --seeds summary from per-seed evaluation outputs (written here by hand: no training)."""
     import json
 
@@ -66,7 +66,7 @@ def test_seed_tables_pool_faces_and_print_intervals_and_paired_differences(tmp_p
     def no_study(*args, **kwargs):
         raise AssertionError(f"a finished seed was studied again: {args}")
 
-    module.subprocess.Popen = no_study
+    monkeypatch.setattr("subprocess.Popen", no_study)
     args = module.parse_args(["--seeds", "0", "1", "--out", str(tmp_path), "--jobs", "2", "--resamples", "50"])
     assert module.run_seeds(args) == text
 
