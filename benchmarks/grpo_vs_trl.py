@@ -120,6 +120,7 @@ def run_ours(args) -> dict:
     from tagfer.models.loader import load_vlm
     from tagfer.models.policy import prepare_policy
     from tagfer.training.grpo_module import GRPOModule
+    from tagfer.training.grpo_stage import module_settings
     from tagfer.training.rewards import build_rewards
 
     torch.manual_seed(0)
@@ -127,7 +128,9 @@ def run_ours(args) -> dict:
     model, processor, family = load_vlm(mcfg, for_training=True)
     policy = prepare_policy(model, mcfg)
     samples, collate, _ = samples_and_meta(args, processor, family)
-    module = GRPOModule(policy, processor, rcfg, build_rewards(rcfg.rewards), convention="norm1000", gradient_clip_val=1.0)
+    module = GRPOModule(
+        policy, processor, rcfg, build_rewards(rcfg.rewards), **module_settings(rcfg), convention="norm1000", gradient_clip_val=1.0
+    )
     loader = torch.utils.data.DataLoader(samples, batch_size=args.batch, shuffle=False, collate_fn=collate)
     timer = StepTimer(args.warmup)
 
