@@ -156,10 +156,10 @@ class NaNReward(RewardCallback):
         super().__init__(1.0)
         self.bad_calls, self.calls = set(bad_calls), 0
 
-    def __call__(self, completions, batch):
+    def __call__(self, batch):
         self.calls += 1
         value = math.nan if self.calls in self.bad_calls else 1.0
-        return [value if i % 2 else 0.0 for i in range(len(completions))]
+        return [value if i % 2 else 0.0 for i in range(len(batch))]
 
 
 def grpo_setup(policy, tmp_path, rewards, steps: int, max_skips: int = 10):

@@ -6,6 +6,9 @@ Pipeline for one rollout batch of ``B`` prompts × ``G`` completions (``N = B·G
     per-function rewards [N, F]  ──combine_rewards──>  r [N]  ──group_advantages──>  A [N]
     logits [N, T, V] ──token_logprobs──> log π(y_t) [N, T]  ──grpo_loss(…, A, mask)──>  scalar loss, stats
 
+The objective's settings (loss type, clip range, β, …) are one frozen :class:`GRPOObjective`, built once by
+the recipe and handed to :func:`grpo_loss` with the tensors.
+
 Conventions checked against TRL's ``trl/trainer/grpo_trainer.py`` (huggingface/trl): the standard
 deviation is PyTorch's default ``Tensor.std`` — unbiased, Bessel-corrected (divide by ``n − 1``); the
 advantage denominator is ``std + 1e-4``; rewards of ``None`` are NaN and dropped by a NaN-sum (a row

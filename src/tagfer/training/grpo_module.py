@@ -6,8 +6,10 @@ One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
    once, every prompt repeated ``G`` times (group-major rows) sharing its image's features, one batched
    ``generate`` with the KV cache → ``N = B·G`` completions and their masks (up to and including EOS).
    Under FSDP2 the model is all-gathered once for the whole rollout.
-2. **Rewards**: each reward callback scores every completion against the sample's label and AU evidence
-   (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` → advantages ``A = (r − mean_g) / (std + 1e-4)``
+2. **Rewards**: each completion is parsed once into the step's typed record
+   (:class:`tagfer.training.rewards.batch.GRPOBatch`: texts, parsed traces, label ids and names, AU
+   evidence and boxes, token counts), and each reward callback scores every parsed completion against its
+   sample's label and AU evidence (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` → advantages ``A = (r − mean_g) / (std + 1e-4)``
    (:func:`tagfer.training.grpo.group_advantages`).
 3. **Reference log-probs** (no grad, one pass, only when ``beta ≠ 0``; LoRA: the same network with the
    adapter disabled; full fine-tune: a frozen copy). No separate old-policy pass: the first of the μ
@@ -53,6 +55,7 @@ from tagfer.training.grpo import GRPOObjective, combine_rewards, group_advantage
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler, optimizer_steps
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
+from tagfer.training.rewards.batch import GRPOBatch
 from tagfer.training.rollout import Rollout, generate_rollout
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
 from tagfer.training.skips import SkipsNonFiniteSteps
@@ -63,18 +66,6 @@ def scale_gradients(parameters, factor: float) -> None:
     for parameter in parameters:
         if parameter.grad is not None:
             parameter.grad.mul_(factor)
-
-
-def repeat_meta(meta: dict[str, list], n: int) -> dict[str, list]:
-    """Each per-sample entry ``n`` times in a row (the rows of :func:`tagfer.models.inputs.repeat_inputs`)."""
-    return {key: [value for value in values for _ in range(n)] for key, values in meta.items()}
-
-
-def reward_batch(meta: dict[str, list], group_size: int) -> dict[str, list]:
-    """The per-completion ``batch`` the reward callbacks read (``label`` is the class name)."""
-    repeated = repeat_meta({k: meta[k] for k in ("label_name", "au_prob", "au_box", "image_extent", "id")}, group_size)
-    repeated["label"] = repeated.pop("label_name")
-    return repeated
 
 
 class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
@@ -184,11 +175,9 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         return torch.cat([self.completion_logprobs(model, rollout, rows)[0] for rows in self._chunks(len(rollout))])
 
     # ------------------------------------------------------------------------------------ rewards
-    def score(self, completions: Completions, meta: dict) -> torch.Tensor:
+    def score(self, batch: GRPOBatch) -> torch.Tensor:
         """``[N, F]`` rewards of every callback (NaN where a callback returned None: not applicable)."""
-        batch = reward_batch(meta, self.cfg.num_generations)
-        batch["completion_length"] = completions.lengths.tolist()
-        return reward_matrix(self.rewards, completions.texts, batch)
+        return reward_matrix(self.rewards, batch)
 
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_index: int) -> None:
@@ -197,9 +186,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         rollout = self.rollout(inputs)
         completions = rollout.completions
         generation_time = time.perf_counter() - start
-        group = self.cfg.num_generations
+        group = rollout.group_size
+        scored = GRPOBatch.from_samples(meta, completions.texts, completions.lengths.tolist(), group)
         try:
-            per_function, reward_error = self.score(completions, meta), None
+            per_function, reward_error = self.score(scored), None
         except NonFiniteRewardError as err:
             per_function, reward_error = None, err
         if not self._all_ranks(reward_error is None):
@@ -230,7 +220,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             if old_logps is None:
                 old_logps = logps
         self.consecutive_skips = 0
-        self._log_step(per_function, rewards, completions, stats, start, generation_time, mask)
+        self._log_step(per_function, rewards, group, completions, stats, start, generation_time, mask)
         if batch_index % max(1, self.trainer.log_every_n_steps * 10) == 0:
             log_grounding_samples(
                 self.logger, "train", self.global_step, completions.texts[::group], meta, limit=self.log_completions, convention=self.convention
@@ -311,10 +301,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         stats_sum["loss"] = total_loss
         return stats_sum, torch.cat(all_logps)
 
-    def _log_step(self, per_function, rewards, completions: Completions, stats, start, generation_time, mask) -> None:
+    def _log_step(self, per_function, rewards, group: int, completions: Completions, stats, start, generation_time, mask) -> None:
         lengths = completions.lengths.float()
         metrics = {
-            **group_reward_stats(rewards, self.cfg.num_generations),
+            **group_reward_stats(rewards, group),
             "completions/mean_length": lengths.mean().item(),
             "completions/min_length": lengths.min().item(),
             "completions/max_length": lengths.max().item(),

@@ -6,8 +6,9 @@
    * LoRA: the SFT adapter is merged into the base weights and a fresh adapter is trained, so the
      adapter-disabled network is exactly the SFT model (no second copy in memory);
    * full fine-tune: a frozen copy of the SFT model (only when ``rl.beta ≠ 0``);
-3. ``Trainer.fit`` of :class:`GRPOModule` with the reward callbacks of ``rl.rewards`` (resuming from
-   ``<run_dir>/checkpoints/last.ckpt`` by default);
+3. ``Trainer.fit`` of :class:`GRPOModule` with the reward callbacks of ``rl.rewards`` and the typed values
+   built here once from ``rl`` (:func:`module_settings`: the :class:`GRPOObjective`, the optimizer settings),
+   resuming from ``<run_dir>/checkpoints/last.ckpt`` by default;
 4. export to ``<run_dir>/export``: the RL adapter over the SFT export (loaded as a chain by
    :func:`tagfer.models.loader.load_vlm`), or the full model.
 """
