@@ -8,18 +8,19 @@ One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
    Under FSDP2 the model is all-gathered once for the whole rollout.
 2. **Rewards**: each completion is parsed once into the step's typed record
    (:class:`tagfer.training.rewards.batch.GRPOBatch`: texts, parsed traces, label ids and names, AU
-   evidence and boxes, token counts), and each reward callback scores every parsed completion against its
-   sample's label and AU evidence (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` → advantages ``A = (r − mean_g) / (std + 1e-4)``
-   (:func:`tagfer.training.grpo.group_advantages`).
+   evidence and boxes, token counts); each reward callback scores every parsed completion against its
+   sample's label and AU evidence (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` →
+   advantages ``A = (r − mean_g) / (std + 1e-4)`` (:func:`tagfer.training.grpo.group_advantages`).
 3. **Reference log-probs** (no grad, one pass, only when ``beta ≠ 0``; LoRA: the same network with the
    adapter disabled; full fine-tune: a frozen copy). No separate old-policy pass: the first of the μ
    inner iterations runs with the rollout's weights, so its log-probs (detached) *are* the old policy's
    (ρ = 1 there) and serve the later iterations. The frozen vision tower's features from the rollout are
    reused by every pass.
 4. **μ = num_iterations optimizer steps** on the same rollouts: per-token log-probs at the sampling
-   temperature → :func:`tagfer.training.grpo.grpo_loss` (clipped ratio + β·k3 KL, ``loss_type``
-   aggregation) → backward (in row chunks of ``rl.logprob_micro_batch`` to bound memory), gradient
-   clipping, optimizer and scheduler step. With μ = 1, gradients of ``rl.gradient_accumulation_steps``
+   temperature → :func:`tagfer.training.grpo.grpo_loss` with the module's
+   :class:`~tagfer.training.grpo.GRPOObjective` (clipped ratio + β·k3 KL, ``loss_type`` aggregation) →
+   backward (in row chunks of ``rl.logprob_micro_batch`` to bound memory), gradient clipping, optimizer
+   and scheduler step. With μ = 1, gradients of ``rl.gradient_accumulation_steps``
    rollout batches are summed before each optimizer step; ``dapo`` then normalises by the active tokens
    of all of them (TRL's ``num_items_in_batch`` over the generation batch): each micro step backpropagates
    its token sum and the gradient is divided by the accumulated token count before the step.
@@ -74,8 +75,9 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     Args:
         model: the policy (LoRA ``PeftModel`` or a full model), initialised from the SFT export.
         processor: its processor (decoding completions, pad/EOS ids).
-        rl_cfg: :class:`tagfer.config.RLConfig`, read by the rollout only (``num_generations``,
-            ``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``, ``share_image_features``).
+        rl_cfg: :class:`tagfer.config.RLConfig`, read for the rollout's sampling settings only
+            (``num_generations``, ``max_new_tokens``, ``temperature`` — the log-probs' too —, ``top_p``,
+            ``top_k``, ``share_image_features``).
         rewards: reward callbacks (:func:`tagfer.training.rewards.build_rewards`).
         objective: the loss settings (:func:`tagfer.training.grpo_stage.grpo_objective`).
         optim: the optimizer and schedule (:class:`tagfer.config.OptimConfig`).
