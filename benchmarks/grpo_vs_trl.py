@@ -120,6 +120,7 @@ def run_ours(args) -> dict:
     from tagfer.models.loader import load_vlm
     from tagfer.models.policy import prepare_policy
     from tagfer.training.grpo_module import GRPOModule
+    from tagfer.training.grpo_stage import module_settings
     from tagfer.training.rewards import build_rewards
 
     torch.manual_seed(0)
@@ -127,7 +128,9 @@ def run_ours(args) -> dict:
     model, processor, family = load_vlm(mcfg, for_training=True)
     policy = prepare_policy(model, mcfg)
     samples, collate, _ = samples_and_meta(args, processor, family)
-    module = GRPOModule(policy, processor, rcfg, build_rewards(rcfg.rewards), convention="norm1000", gradient_clip_val=1.0)
+    module = GRPOModule(
+        policy, processor, rcfg, build_rewards(rcfg.rewards), **module_settings(rcfg), convention="norm1000", gradient_clip_val=1.0
+    )
     loader = torch.utils.data.DataLoader(samples, batch_size=args.batch, shuffle=False, collate_fn=collate)
     timer = StepTimer(args.warmup)
 
@@ -240,19 +243,22 @@ def run_trl(args) -> dict:
 
 def trl_reward(callback, by_id: dict):
     """A TRL reward function that scores with the project's callback (same inputs as our side)."""
+    from tagfer.training.rewards import GRPOBatch
+
 
     def reward(prompts, completions, completion_ids, sample_id, **kwargs):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         meta = [by_id[i] for i in sample_id]
-        batch = {
-            "label": [m["label_name"] for m in meta],
-            "au_prob": [m["au_prob"] for m in meta],
-            "au_box": [m["au_box"] for m in meta],
-            "image_extent": [m["image_extent"] for m in meta],
-            "id": list(sample_id),
-            "completion_length": [len(ids) for ids in completion_ids],
-        }
-        return [None if value is None else float(value) for value in callback(texts, batch)]
+        batch = GRPOBatch.of(
+            texts,
+            label_name=[m["label_name"] for m in meta],
+            au_prob=[m["au_prob"] for m in meta],
+            au_box=[m["au_box"] for m in meta],
+            image_extent=[m["image_extent"] for m in meta],
+            id=list(sample_id),
+            completion_length=[len(ids) for ids in completion_ids],
+        )
+        return [None if value is None else float(value) for value in callback(batch)]
 
     reward.__name__ = callback.name
     return reward

@@ -53,6 +53,7 @@ from tagfer.models.policy import frozen_reference_copy, prepare_policy  # noqa: 
 from tagfer.models.space import ModelSpace  # noqa: E402
 from tagfer.training.collate import PromptCollator, SFTCollator  # noqa: E402
 from tagfer.training.grpo_module import GRPOModule  # noqa: E402
+from tagfer.training.grpo_stage import module_settings  # noqa: E402
 from tagfer.training.rewards import build_rewards  # noqa: E402
 from tagfer.training.rewards.base import RewardCallback  # noqa: E402
 from tagfer.training.rollout import Rollout, generate_rollout  # noqa: E402
@@ -107,10 +108,10 @@ class NaNOnRank(RewardCallback):
         super().__init__(1.0)
         self.rank, self.calls = rank, 0
 
-    def __call__(self, completions, batch):
+    def __call__(self, batch):
         self.calls += 1
         bad = self.calls == 1 and dist.get_rank() == self.rank
-        return [math.nan if bad else 1.0 for _ in completions]
+        return [math.nan if bad else 1.0 for _ in range(len(batch))]
 
 
 class LossRecorder(L.Callback):
@@ -210,7 +211,9 @@ def grpo_module(args):
     if args.nan_reward_rank is not None:
         rewards.append(NaNOnRank(args.nan_reward_rank))
     reference = frozen_reference_copy(model)
-    module = FixedRolloutGRPO(model, processor, cfg, rewards, convention=space.convention, reference=reference, gradient_clip_val=1.0)
+    module = FixedRolloutGRPO(
+        model, processor, cfg, rewards, **module_settings(cfg), convention=space.convention, reference=reference, gradient_clip_val=1.0
+    )
     return module, processor, space
 
 
@@ -241,7 +244,7 @@ def run_grpo(args, out: dict, run_dir: Path) -> None:
     samples = face_samples(args.steps * args.global_batch)
     collate = PromptCollator(processor, space)
     recorder = LossRecorder("loss")
-    mu = module.cfg.num_iterations  # manual optimisation: global_step counts optimizer steps, μ per batch
+    mu = module.objective.num_iterations  # manual optimisation: global_step counts optimizer steps, μ per batch
     trainer = make_trainer(args, args.steps * mu, [recorder], enable_checkpointing=False)
     trainer.fit(module, OrderedData(samples, collate, args.global_batch))
     out["grpo_losses"] = recorder.values

@@ -1,9 +1,10 @@
-"""GRPOModule against TRL's semantics: the LR schedule's length, dapo under accumulation, dropout off."""
+"""GRPOModule against TRL's semantics: the LR schedule's length, dapo under accumulation, dropout off; one parse per completion."""
 
 from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import lightning as L
 import pytest
@@ -15,9 +16,11 @@ from tagfer.data.face_samples import face_samples
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
+from tagfer.reasoning import trace as trace_module
 from tagfer.training.collate import PromptCollator
 from tagfer.training.grpo import combine_rewards, group_advantages
 from tagfer.training.grpo_module import GRPOModule
+from tagfer.training.grpo_stage import module_settings
 from tagfer.training.optim import optimizer_steps
 from tagfer.training.rewards import build_rewards
 
@@ -35,11 +38,10 @@ def policy_and_processor(model_dir, **model_overrides):
     return policy, processor
 
 
-def fixed_scores(completions, meta):
-    """Rewards that differ within every group (so advantages are non-zero), the same in every run."""
-    return (torch.arange(len(completions.texts), dtype=torch.float32).reshape(-1, 1).repeat(1, 3) % 2) + 0.25 * (
-        torch.arange(len(completions.texts), dtype=torch.float32).reshape(-1, 1) % 3
-    )
+def fixed_scores(n: int) -> torch.Tensor:
+    """``[n, 3]`` rewards that differ within every group (so advantages are non-zero), the same in every run."""
+    rows = torch.arange(n, dtype=torch.float32).reshape(-1, 1)
+    return (rows.repeat(1, 3) % 2) + 0.25 * (rows % 3)
 
 
 def fit(module, processor, *, samples: int, max_steps: int = -1, max_epochs: int = 1) -> None:
@@ -76,8 +78,8 @@ def test_cosine_lr_decays_monotonically_to_its_floor_over_the_run(tiny_qwen2_vl_
     policy, processor = policy_and_processor(tiny_qwen2_vl_dir)
     cfg = RLConfig(num_generations=G, max_new_tokens=4, beta=0.0, num_iterations=iterations, gradient_accumulation_steps=accumulation)
     cfg.optim.lr, cfg.optim.scheduler, cfg.optim.warmup_ratio = 1e-3, "cosine", 0.2
-    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), convention="norm1000")
-    module.score = fixed_scores
+    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
+    module.score = lambda batch: fixed_scores(len(batch))
     used: list[float] = []
     original = module.configure_optimizers
 
@@ -105,8 +107,8 @@ def test_dapo_under_accumulation_normalises_by_the_tokens_of_all_micro_batches(t
     policy, processor = policy_and_processor(tiny_qwen2_vl_dir)
     initial = copy.deepcopy(policy)
     cfg = RLConfig(num_generations=G, max_new_tokens=6, beta=0.0, loss_type="dapo", gradient_accumulation_steps=2)
-    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), convention="norm1000", gradient_clip_val=None)
-    module.score = fixed_scores
+    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000", gradient_clip_val=None)
+    module.score = lambda batch: fixed_scores(len(batch))
     module.configure_optimizers = lambda: {
         "optimizer": (sgd := torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=1.0)),
         "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(sgd, lambda step: 1.0), "interval": "step"},
@@ -126,11 +128,11 @@ def test_dapo_under_accumulation_normalises_by_the_tokens_of_all_micro_batches(t
     counts = [float(r.completions.mask.sum()) for r in rollouts]
     assert len(rollouts) == 2 and counts[0] != counts[1]
 
-    reference = GRPOModule(initial, processor, cfg, build_rewards(cfg.rewards), convention="norm1000")
+    reference = GRPOModule(initial, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
     reference.train()
     total = 0.0
     for rollout in rollouts:
-        rewards = combine_rewards(fixed_scores(rollout.completions, None), [1.0, 1.0, 1.0])
+        rewards = combine_rewards(fixed_scores(len(rollout)), [1.0, 1.0, 1.0])
         advantages = group_advantages(rewards, G)
         logps, _ = reference.completion_logprobs(initial, rollout, slice(0, len(rollout)))
         total = total + (-(advantages.unsqueeze(1) * logps) * rollout.completions.mask).sum()
@@ -152,7 +154,7 @@ def test_log_prob_passes_see_no_dropout(tiny_qwen2_vl_dir):
     policy, processor = policy_and_processor(tiny_qwen2_vl_dir, lora=LoRAConfig(r=8, alpha=16, dropout=0.5))
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in policy.modules())
     cfg = RLConfig(num_generations=G, max_new_tokens=5, beta=0.0)
-    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), convention="norm1000")
+    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
     batch = PromptCollator(processor, ModelSpace.of(processor, "qwen2_vl"))(face_samples(2))
     rollout = module.rollout(batch["inputs"])
     rows = slice(0, len(rollout))
@@ -165,3 +167,41 @@ def test_log_prob_passes_see_no_dropout(tiny_qwen2_vl_dir):
         second, _ = module.completion_logprobs(policy, rollout, rows)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     torch.testing.assert_close(first, sampled, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------- 6: one parse per completion
+def test_a_step_parses_each_completion_once_and_every_reward_reads_that_parse(tiny_qwen2_vl_dir, monkeypatch):
+    """Two GRPO steps of B = 1 prompt × G completions with the format, answer and au_grounding rewards:
+    ``parse_trace`` runs exactly G times per step (wherever it is called from), and each reward is handed
+    the very ParsedTrace objects those calls returned."""
+    policy, processor = policy_and_processor(tiny_qwen2_vl_dir)
+    cfg = RLConfig(num_generations=G, max_new_tokens=5, beta=0.0)
+    parses: list = []
+    original = trace_module.parse_trace
+
+    def counting(text, **kwargs):
+        parses.append(original(text, **kwargs))
+        return parses[-1]
+
+    for module_name, loaded in list(sys.modules.items()):  # every module that imported the parser by name
+        if module_name.startswith("tagfer") and getattr(loaded, "parse_trace", None) is original:
+            monkeypatch.setattr(loaded, "parse_trace", counting)
+
+    class Observed:
+        """Wraps a built reward: records the traces it is handed, then scores them."""
+
+        def __init__(self, callback):
+            self.callback, self.name, self.weight, self.traces = callback, callback.name, callback.weight, []
+
+        def __call__(self, batch):
+            self.traces.extend(batch.trace)
+            return self.callback(batch)
+
+    rewards = [Observed(callback) for callback in build_rewards(cfg.rewards)]
+    assert [r.name for r in rewards] == ["format", "answer", "au_grounding"]
+    module = GRPOModule(policy, processor, cfg, rewards, **module_settings(cfg), convention="norm1000")
+    fit(module, processor, samples=2, max_steps=2)
+    assert module.global_step == 2
+    assert len(parses) == 2 * G  # 2 steps × B·G completions, one parse each
+    for reward in rewards:
+        assert len(reward.traces) == len(parses) and all(a is b for a, b in zip(reward.traces, parses)), reward.name

@@ -8,7 +8,9 @@ import zlib
 import pytest
 import torch
 
+from tagfer.config import LOSS_TYPES, ConfigError
 from tagfer.training.grpo import (
+    GRPOObjective,
     combine_rewards,
     group_advantages,
     group_reward_stats,
@@ -17,6 +19,17 @@ from tagfer.training.grpo import (
     token_entropies,
     token_logprobs,
 )
+
+LOSS_DEFAULTS = dict(
+    loss_type="dapo", epsilon_low=0.2, epsilon_high=None, beta=0.0, kl_clamp=20.0, scale_rewards="group",
+    max_completion_length=None, num_iterations=1, gradient_accumulation_steps=1, logprob_micro_batch=0,
+)  # fmt: skip
+
+
+def objective(**fields) -> GRPOObjective:
+    """An objective with :data:`LOSS_DEFAULTS` and ``fields`` overriding them."""
+    return GRPOObjective(**{**LOSS_DEFAULTS, **fields})
+
 
 # ------------------------------------------------------------------------------------ references
 
@@ -217,10 +230,14 @@ def test_grpo_loss_and_gradient_match_reference(loss_type, case, shape):
         extra["max_completion_length"] = shape[1] + 3
     if loss_type == "dapo" and shape[0] > 1:
         extra.update(num_items_in_batch=int(mask.sum()) + 11, world_size=2)
-    kwargs = dict(epsilon_low=0.2, epsilon_high=eps_high, beta=beta, loss_type=loss_type, kl_clamp=20.0, **extra)
+    settings = objective(
+        epsilon_low=0.2, epsilon_high=eps_high, beta=beta, loss_type=loss_type, kl_clamp=20.0,
+        max_completion_length=extra.get("max_completion_length"),
+    )  # fmt: skip
+    counts = {key: extra[key] for key in ("num_items_in_batch", "world_size") if key in extra}
 
     policy = lp.clone().requires_grad_(True)
-    loss, stats = grpo_loss(policy, old if use_old else None, ref if use_ref else None, adv, mask, **kwargs)
+    loss, stats = grpo_loss(policy, old if use_old else None, ref if use_ref else None, adv, mask, settings, **counts)
     loss.backward()
 
     reference = lp.clone().requires_grad_(True)
@@ -246,7 +263,7 @@ def test_grpo_loss_and_gradient_match_reference(loss_type, case, shape):
 def test_on_policy_loss_is_minus_mean_advantage_and_gradient_is_policy_gradient(loss_type):
     lp, _, _, adv, mask = random_inputs((5, 4), seed=3)
     policy = lp.clone().requires_grad_(True)
-    loss, stats = grpo_loss(policy, None, None, adv, mask, loss_type=loss_type)
+    loss, stats = grpo_loss(policy, None, None, adv, mask, objective(loss_type=loss_type))
     loss.backward()
     counts = mask.sum(1).double()
     n_rows, n_cols = mask.shape
@@ -274,10 +291,10 @@ def test_masked_positions_never_reach_loss_or_gradient():
     old_poisoned = old.clone()
     old_poisoned[~mask] = math.inf
     policy = poisoned.requires_grad_(True)
-    loss, stats = grpo_loss(policy, old_poisoned, ref, adv, mask, beta=0.1, loss_type="grpo")
+    loss, stats = grpo_loss(policy, old_poisoned, ref, adv, mask, objective(beta=0.1, loss_type="grpo"))
     loss.backward()
     clean = lp.clone().requires_grad_(True)
-    clean_loss, _ = grpo_loss(clean, old, ref, adv, mask, beta=0.1, loss_type="grpo")
+    clean_loss, _ = grpo_loss(clean, old, ref, adv, mask, objective(beta=0.1, loss_type="grpo"))
     clean_loss.backward()
     assert loss.item() == pytest.approx(clean_loss.item())
     torch.testing.assert_close(policy.grad, clean.grad)
@@ -289,7 +306,7 @@ def test_kl_clamp_is_a_guard():
     lp = torch.tensor([[-1.0, -2.0]], dtype=torch.float64, requires_grad=True)
     ref = torch.tensor([[-1.0 + 5.0, -2.0 + 30.0]], dtype=torch.float64)  # Δ = 5 (inside), 30 (outside)
     mask = torch.ones(1, 2, dtype=torch.bool)
-    loss, stats = grpo_loss(lp, None, ref, torch.zeros(1, dtype=torch.float64), mask, beta=1.0, loss_type="bnpo", kl_clamp=20.0)
+    loss, stats = grpo_loss(lp, None, ref, torch.zeros(1, dtype=torch.float64), mask, objective(beta=1.0, loss_type="bnpo", kl_clamp=20.0))
     loss.backward()
     inside, outside = math.exp(5) - 5 - 1, math.exp(20) - 20 - 1
     assert loss.item() == pytest.approx((inside + outside) / 2)
@@ -301,23 +318,60 @@ def test_kl_clamp_is_a_guard():
 def test_entropy_stat_and_argument_errors():
     lp, old, ref, adv, mask = random_inputs((3, 4), seed=9)
     entropies = torch.rand(3, 4, dtype=torch.float64)
-    _, stats = grpo_loss(lp, old, None, adv, mask, entropies=entropies)
+    _, stats = grpo_loss(lp, old, None, adv, mask, objective(), entropies=entropies)
     assert stats["entropy"].item() == pytest.approx((entropies * mask).sum().item() / mask.sum().item())
     with pytest.raises(ValueError, match="ref_logps"):
-        grpo_loss(lp, old, None, adv, mask, beta=0.1)
+        grpo_loss(lp, old, None, adv, mask, objective(beta=0.1))
     with pytest.raises(ValueError, match="loss_type"):
-        grpo_loss(lp, old, None, adv, mask, loss_type="ppo")
+        grpo_loss(lp, old, None, adv, mask, objective(loss_type="ppo"))
     with pytest.raises(ValueError, match="advantages"):
-        grpo_loss(lp, old, None, adv[:2], mask)
+        grpo_loss(lp, old, None, adv[:2], mask, objective())
     with pytest.raises(ValueError, match="mask"):
-        grpo_loss(lp, old, None, adv, mask[:, :2])
+        grpo_loss(lp, old, None, adv, mask[:, :2], objective())
 
 
 def test_dapo_without_global_count_equals_bnpo():
     lp, old, ref, adv, mask = random_inputs((4, 5), seed=11)
-    dapo, _ = grpo_loss(lp, old, ref, adv, mask, beta=0.04, loss_type="dapo")
-    bnpo, _ = grpo_loss(lp, old, ref, adv, mask, beta=0.04, loss_type="bnpo")
+    dapo, _ = grpo_loss(lp, old, ref, adv, mask, objective(beta=0.04, loss_type="dapo"))
+    bnpo, _ = grpo_loss(lp, old, ref, adv, mask, objective(beta=0.04, loss_type="bnpo"))
     assert dapo.item() == pytest.approx(bnpo.item())
+
+
+@pytest.mark.parametrize(
+    "fields,key",
+    [
+        ({"loss_type": "ppo"}, r"rl\.loss_type='ppo', expected one of \['grpo', 'bnpo', 'dr_grpo', 'dapo'\]"),
+        ({"scale_rewards": "global"}, r"rl\.scale_rewards='global'"),
+        ({"epsilon_low": 1.0}, r"rl\.epsilon_low=1\.0"),
+        ({"epsilon_high": -0.1}, r"rl\.epsilon_high=-0\.1"),
+        ({"beta": -0.04}, r"rl\.beta=-0\.04"),
+        ({"beta": math.nan}, r"rl\.beta=nan"),
+        ({"kl_clamp": 0.0}, r"rl\.kl_clamp=0\.0"),
+        ({"max_completion_length": 0}, r"rl\.max_new_tokens=0"),
+        ({"num_iterations": 0}, r"rl\.num_iterations=0"),
+        ({"gradient_accumulation_steps": 1.5}, r"rl\.gradient_accumulation_steps=1\.5"),
+        ({"logprob_micro_batch": -1}, r"rl\.logprob_micro_batch=-1"),
+        ({"num_iterations": 2, "gradient_accumulation_steps": 2}, r"rl\.num_iterations > 1 and rl\.gradient_accumulation_steps > 1"),
+    ],
+)
+def test_objective_rejects_bad_settings_naming_the_key(fields, key):
+    with pytest.raises(ConfigError, match=key):
+        objective(**fields)
+
+
+def test_objective_is_frozen_and_defaults_epsilon_high_to_epsilon_low():
+    settings = objective(epsilon_low=0.25)
+    assert settings.epsilon_high == 0.25 and objective(epsilon_high=0.28).epsilon_high == 0.28
+    with pytest.raises(AttributeError):
+        settings.beta = 1.0
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_every_listed_loss_type_aggregates(loss_type):
+    """The one list of loss types (tagfer.config.LOSS_TYPES) is the one the loss implements."""
+    lp, old, ref, adv, mask = random_inputs((3, 4), seed=13)
+    loss, _ = grpo_loss(lp, old, ref, adv, mask, objective(loss_type=loss_type, beta=0.04))
+    assert torch.isfinite(loss)
 
 
 # ---------------------------------------------------------------------------------------- log-probs

@@ -28,7 +28,7 @@ from tagfer.classes import CLASS_NAMES
 from tagfer.metrics.grounding import SCORE_NAMES, GroundingFaithfulness, faithfulness_counts
 from tagfer.reasoning.trace import MAX_TRACE_CHARS, ParsedTrace, Trace, TraceStep, answer_spans, parse_trace, render_trace
 from tagfer.training.grpo import combine_rewards
-from tagfer.training.rewards import REWARDS, build_reward, reward_matrix
+from tagfer.training.rewards import REWARDS, GRPOBatch, build_reward, reward_matrix
 
 PARSER_EXAMPLES, REWARD_EXAMPLES, METRIC_EXAMPLES = 4000, 3500, 2500
 FUZZ = dict(
@@ -181,14 +181,11 @@ METRIC = GroundingFaithfulness()  # one instance, reset per example (constructio
 MAY_BE_NONE = {"au_f1"}  # documented: None when the detector finds no active AU
 
 
-def reward_batch(n: int, label: str, au_prob: dict, lengths: list[int]) -> dict:
-    return {
-        "label": [label] * n,
-        "au_prob": [au_prob] * n,
-        "au_box": [AU_BOX] * n,
-        "image_extent": [EXTENT] * n,
-        "completion_length": lengths,
-    }
+def reward_batch(texts: list[str], label: str, au_prob: dict, lengths: list[int]) -> GRPOBatch:
+    n = len(texts)
+    return GRPOBatch.of(
+        texts, label_name=[label] * n, au_prob=[au_prob] * n, au_box=[AU_BOX] * n, image_extent=[EXTENT] * n, completion_length=lengths
+    )
 
 
 # ------------------------------------------------------------------------------------------- tests
@@ -220,8 +217,8 @@ def test_parse_trace_never_raises_and_stays_consistent(text: str, require_think)
     length=st.integers(0, 10**9),
 )
 def test_every_reward_is_finite_and_in_its_documented_range(texts: list[str], label: str, active: bool, length: int) -> None:
-    batch = reward_batch(len(texts), label, AU_PROB if active else NO_ACTIVE_PROB, [length] * len(texts))
-    matrix = reward_matrix(CALLBACKS, texts, batch)  # raises NonFiniteRewardError on ±inf/NaN values
+    batch = reward_batch(texts, label, AU_PROB if active else NO_ACTIVE_PROB, [length] * len(texts))
+    matrix = reward_matrix(CALLBACKS, batch)  # raises NonFiniteRewardError on ±inf/NaN values
     assert matrix.shape == (len(texts), len(CALLBACKS))
     for column, callback in enumerate(CALLBACKS):
         low, high = callback.value_range

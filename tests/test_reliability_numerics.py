@@ -26,6 +26,7 @@ from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.training.collate import PromptCollator, SFTCollator
 from tagfer.training.grpo_module import GRPOModule
+from tagfer.training.grpo_stage import module_settings
 from tagfer.training.skips import NonFiniteStepError
 from tagfer.training.rewards import build_rewards
 from tagfer.training.rewards.base import RewardCallback
@@ -155,16 +156,16 @@ class NaNReward(RewardCallback):
         super().__init__(1.0)
         self.bad_calls, self.calls = set(bad_calls), 0
 
-    def __call__(self, completions, batch):
+    def __call__(self, batch):
         self.calls += 1
         value = math.nan if self.calls in self.bad_calls else 1.0
-        return [value if i % 2 else 0.0 for i in range(len(completions))]
+        return [value if i % 2 else 0.0 for i in range(len(batch))]
 
 
 def grpo_setup(policy, tmp_path, rewards, steps: int, max_skips: int = 10):
     model, processor, space = policy
     rl = RLConfig(optim=OPTIM, num_generations=2, max_new_tokens=6, beta=0.04, max_consecutive_skips=max_skips, logprob_micro_batch=0)
-    module = GRPOModule(model, processor, rl, rewards, convention=space.convention, gradient_clip_val=1.0)
+    module = GRPOModule(model, processor, rl, rewards, **module_settings(rl), convention=space.convention, gradient_clip_val=1.0)
     data = Samples(face_samples(2 * (steps + 4)), PromptCollator(processor, space), batch_size=2)
     return run_config(tmp_path, **{"trainer.max_steps": steps}), module, data
 

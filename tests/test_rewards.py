@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tagfer.config import ConfigError, RewardSpec, load_config
-from tagfer.reasoning.trace import Trace, TraceStep, render_trace
-from tagfer.training.rewards import REWARDS, build_reward, build_rewards, reward_matrix, reward_stats
+from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
+from tagfer.training.rewards import REWARDS, GRPOBatch, build_reward, build_rewards, reward_matrix, reward_stats
 
 EXTENT = (100, 100)
 AU_PROB = {"AU6": 0.9, "AU12": 0.8, "AU4": 0.1}
@@ -19,14 +19,10 @@ AU_BOX = {"AU6": (20, 40, 80, 60), "AU12": (30, 70, 70, 90), "AU4": (30, 10, 70,
 NEUTRAL_PROB = {"AU6": 0.2, "AU12": 0.1}
 
 
-def batch(n: int, label: str = "happiness", au_prob: dict = AU_PROB, **extra) -> dict:
-    return {
-        "label": [label] * n,
-        "au_prob": [au_prob] * n,
-        "au_box": [AU_BOX] * n,
-        "image_extent": [EXTENT] * n,
-        **{key: [value] * n for key, value in extra.items()},
-    }
+def batch(texts: list[str], label: str = "happiness", au_prob: dict = AU_PROB, au_box: dict = AU_BOX) -> GRPOBatch:
+    """The completions ``texts`` (parsed once), every one of the same sample."""
+    n = len(texts)
+    return GRPOBatch.of(texts, label_name=[label] * n, au_prob=[au_prob] * n, au_box=[au_box] * n, image_extent=[EXTENT] * n)
 
 
 def trace(steps, label="happiness", conclusion=None, think=False) -> str:
@@ -47,7 +43,7 @@ HONEST = trace([("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",
 
 
 def score(name: str, completion: str, label: str = "happiness", au_prob: dict = AU_PROB, **params) -> float | None:
-    (value,) = build_reward({"name": name, "params": params})([completion], batch(1, label, au_prob))
+    (value,) = build_reward({"name": name, "params": params})(batch([completion], label, au_prob))
     return value
 
 
@@ -136,11 +132,11 @@ def test_au_f1_reward():
 
 def test_length_penalty_reward():
     penalty = build_reward({"name": "length_penalty", "params": {"soft_length": 10, "max_length": 20}})
-    assert penalty(["a" * 5, "a" * 10, "a" * 15, "a" * 20, "a" * 25], batch(5)) == [0.0, 0.0, -0.5, -1.0, -1.0]
+    assert penalty(batch(["a" * 5, "a" * 10, "a" * 15, "a" * 20, "a" * 25])) == [0.0, 0.0, -0.5, -1.0, -1.0]
     tokens = build_reward({"name": "length_penalty", "params": {"soft_length": 10, "max_length": 20, "unit": "tokens"}})
-    assert tokens(["short", "text"], {"completion_length": [12, 30]}) == [-0.2, -1.0]
+    assert tokens(GRPOBatch.of(["short", "text"], completion_length=[12, 30])) == [-0.2, -1.0]
     with pytest.raises(KeyError, match="completion_length"):
-        tokens(["short"], {})
+        tokens(GRPOBatch.of(["short"]))
 
 
 # ------------------------------------------------------------------------------- hacking attempts
@@ -200,13 +196,13 @@ HACK_REWARDS = [
 def test_hacking_attempts_never_beat_the_honest_answer(hack):
     for spec in HACK_REWARDS:
         callback = build_reward(spec)
-        honest, hacked = callback([HONEST, HACKS[hack]], batch(2))
+        honest, hacked = callback(batch([HONEST, HACKS[hack]]))
         assert hacked <= honest + 1e-12, f"{hack!r} beats the honest trace on {spec}: {hacked} > {honest}"
 
 
 def test_grounding_hacks_score_what_the_formula_says():
     grounding = build_reward({"name": "au_grounding"})  # F1 = 2·S / (C + 2)
-    values = dict(zip(HACKS, grounding(list(HACKS.values()), batch(len(HACKS)))))
+    values = dict(zip(HACKS, grounding(batch(list(HACKS.values())))))
     assert values["twenty copies of one box"] == pytest.approx(2 * 1 / (1 + 2))  # one distinct AU
     assert values["boxes outside the image"] == 0.0
     assert values["negative numbers"] == pytest.approx(2 * (1 + 0) / (2 + 2))  # AU12 named without a valid box
@@ -226,9 +222,9 @@ def test_adding_non_matching_citations_never_raises_grounding():
     ]
     for params in ({}, {"normalize": "cited"}, {"normalize": "max"}, {"normalize": "cited", "recall_weight": 0.3}):
         grounding = build_reward({"name": "au_grounding", "params": params})
-        previous = grounding([trace(base_steps)], batch(1))[0]
+        previous = grounding(batch([trace(base_steps)]))[0]
         for count in range(1, len(extras) + 1):
-            current = grounding([trace(base_steps + extras[:count])], batch(1))[0]
+            current = grounding(batch([trace(base_steps + extras[:count])]))[0]
             assert current <= previous + 1e-12, (params, count)
             previous = current
 
@@ -261,13 +257,15 @@ def test_dropping_a_correct_citation_never_raises_the_default_grounding_reward(d
         exact = au in active and data.draw(st.booleans())
         steps.append(("cheeks", (au,), boxes[au] if exact else data.draw(_BOXES)))
     grounding = build_reward({"name": "au_grounding"})
-    data_batch = {"au_prob": [au_prob], "au_box": [boxes]}
-    full = grounding([trace(steps)], data_batch)[0]
+    def data_batch(text: str) -> GRPOBatch:
+        return GRPOBatch.of([text], au_prob=[au_prob], au_box=[boxes])
+
+    full = grounding(data_batch(trace(steps)))[0]
     correct = [i for i, (_, (au,), box) in enumerate(steps) if au in active and _box_iou(box, boxes[au]) >= 0.5]
     for index in correct:
         if len(steps) == 1:
             continue
-        dropped = grounding([trace(steps[:index] + steps[index + 1 :])], data_batch)[0]
+        dropped = grounding(data_batch(trace(steps[:index] + steps[index + 1 :])))[0]
         assert dropped <= full + 1e-12, (steps, index, dropped, full)
     if full == pytest.approx(1.0):
         assert sorted(cited) == sorted(active) and all(box == boxes[au] for _, (au,), box in steps)
@@ -280,7 +278,7 @@ def test_reward_and_metric_score_each_citation_alike():
     grounding = build_reward({"name": "au_grounding", "params": {"normalize": "cited"}})
     for name, text in {"honest": HONEST, **HACKS}.items():
         counts = faithfulness_counts(text, AU_PROB, AU_BOX, None)
-        (reward,) = grounding([text], batch(1))
+        (reward,) = grounding(batch([text]))
         if counts.cited and reward:
             assert reward == pytest.approx(counts.iou_sum / counts.cited, abs=1e-12), name
 
@@ -315,14 +313,42 @@ ALL_REWARDS = [build_reward({"name": name}) for name in REWARDS] + [
 @settings(max_examples=150, deadline=None)
 @given(text=ARBITRARY, neutral=st.booleans())
 def test_arbitrary_text_gives_finite_rewards_in_range(text, neutral):
-    data = batch(1, au_prob=NEUTRAL_PROB if neutral else AU_PROB)
+    data = batch([text], au_prob=NEUTRAL_PROB if neutral else AU_PROB)
     for callback in ALL_REWARDS:
-        (value,) = callback([text], data)
+        (value,) = callback(data)
         if value is None:
             assert callback.name == "au_f1" and neutral
             continue
         low, high = callback.value_range
         assert math.isfinite(value) and low <= value <= high, (callback.name, text, value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=ARBITRARY, require_think=st.sampled_from([None, True, False]))
+def test_format_reward_on_the_shared_parse_equals_a_parse_with_the_requirement(text, require_think):
+    """The format reward reads the step's one parse (no <think> requirement) and applies its own; the
+    reference parses the text again with the requirement, as the reward did before the parse was shared."""
+    callback = build_reward({"name": "format", "params": {"require_think": require_think}})
+    (value,) = callback(batch([text]))
+    assert value == (1.0 if parse_trace(text, require_think=require_think).valid else 0.0)
+
+
+def test_batch_keeps_label_ids_and_names_apart_and_repeats_each_sample_per_group():
+    meta = {
+        "id": ["a", "b"], "label_id": [1, 2], "label_name": ["happiness", "sadness"], "au_prob": [AU_PROB, NEUTRAL_PROB],
+        "au_box": [AU_BOX, {}], "image_extent": [EXTENT, EXTENT], "image": ["pixels a", "pixels b"],
+    }  # fmt: skip
+    texts = [HONEST, "no answer", "<answer> sadness </answer>", HONEST]
+    scored = GRPOBatch.from_samples(meta, texts, [30, 2, 5, 30], group_size=2)
+    assert scored.id == ("a", "a", "b", "b") and scored.label_id == (1, 1, 2, 2)
+    assert scored.label_name == ("happiness", "happiness", "sadness", "sadness")
+    assert scored.au_box == (AU_BOX, AU_BOX, {}, {}) and scored.completion_length == (30, 2, 5, 30)
+    assert [t.answer for t in scored.trace] == ["happiness", None, "sadness", "happiness"]
+    assert build_reward({"name": "answer"})(scored) == [1.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="3 completions for 2 prompts"):
+        GRPOBatch.from_samples(meta, texts[:3], [1, 2, 3], group_size=2)
+    with pytest.raises(TypeError, match="expected str"):
+        GRPOBatch.of([None])
 
 
 # ------------------------------------------------------------------------------ registry and stats
@@ -365,11 +391,11 @@ def test_duplicate_and_empty_reward_lists_are_errors():
 def test_batch_problems_are_named():
     grounding = build_reward({"name": "au_grounding"})
     with pytest.raises(KeyError, match="au_box"):
-        grounding([HONEST], {"au_prob": [AU_PROB]})
+        grounding(GRPOBatch.of([HONEST], au_prob=[AU_PROB]))
     with pytest.raises(ValueError, match="2 entries for 1 completions"):
-        grounding([HONEST], batch(2))
+        grounding(GRPOBatch.of([HONEST], au_prob=[AU_PROB] * 2, au_box=[AU_BOX] * 2))
     with pytest.raises(ValueError, match="AU6"):
-        grounding([HONEST], {**batch(1), "au_box": [{"AU6": (1, 2, 3)}]})
+        grounding(batch([HONEST], au_box={"AU6": (1, 2, 3)}))
 
 
 def test_reward_stats_and_matrix():
@@ -379,7 +405,7 @@ def test_reward_stats_and_matrix():
     assert all(math.isnan(v) for v in reward_stats([None]).values())
     assert math.isnan(reward_stats([0.3])["std"])
     callbacks = build_rewards([{"name": "answer"}, {"name": "au_f1"}])
-    matrix = reward_matrix(callbacks, [HONEST, HONEST], {**batch(2), "au_prob": [AU_PROB, NEUTRAL_PROB]})
+    matrix = reward_matrix(callbacks, GRPOBatch.of([HONEST, HONEST], label_name=["happiness"] * 2, au_prob=[AU_PROB, NEUTRAL_PROB]))
     assert matrix.shape == (2, 2) and matrix.dtype == torch.float32
     assert matrix[:, 0].tolist() == [1.0, 1.0]
     assert matrix[0, 1].item() == 1.0 and math.isnan(matrix[1, 1].item())
@@ -387,8 +413,8 @@ def test_reward_stats_and_matrix():
 
 def test_reward_matrix_rejects_broken_callbacks():
     class Broken(REWARDS["answer"]):
-        def __call__(self, completions, batch):
-            return [math.nan] * len(completions)
+        def __call__(self, batch):
+            return [math.nan] * len(batch)
 
     with pytest.raises(ValueError, match="non-finite"):
-        reward_matrix([Broken()], [HONEST], batch(1))
+        reward_matrix([Broken()], batch([HONEST]))

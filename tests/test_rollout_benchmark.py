@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tagfer.config import RewardSpec
-from tagfer.training.rewards import build_rewards
-from tagfer.training.rewards.base import reward_matrix
+from tagfer.training.rewards import GRPOBatch, build_rewards, reward_matrix
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "grpo_vs_trl.py"
 
@@ -35,9 +34,12 @@ def test_trl_reward_functions_score_like_the_grpo_module():
     ids = ["a", "b", "b"]
     lengths = [5, 9, 4]
     expected = reward_matrix(
-        callbacks, texts,
-        {"label": [meta[i]["label_name"] for i in ids], "au_prob": [meta[i]["au_prob"] for i in ids], "au_box": [meta[i]["au_box"] for i in ids],
-         "image_extent": [meta[i]["image_extent"] for i in ids], "id": ids, "completion_length": lengths},
+        callbacks,
+        GRPOBatch.of(
+            texts, label_name=[meta[i]["label_name"] for i in ids], au_prob=[meta[i]["au_prob"] for i in ids],
+            au_box=[meta[i]["au_box"] for i in ids], image_extent=[meta[i]["image_extent"] for i in ids], id=ids,
+            completion_length=lengths,
+        ),
     )
     completions = [[{"role": "assistant", "content": text}] for text in texts]
     completion_ids = [[0] * n for n in lengths]

@@ -34,6 +34,10 @@ from omegaconf.errors import OmegaConfBaseException
 from tagfer.atomic_files import atomic_write_text
 
 STAGES = ("sft", "rl", "eval", "baseline", "demo")
+#: GRPO loss aggregations and advantage scalings (:mod:`tagfer.training.grpo` implements each; the GRPO
+#: objective and this file's load-time check both read these lists).
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+REWARD_SCALES = ("group", "batch", "none")
 
 #: Enumerated string options, checked when a config is loaded (key path → allowed values).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -49,8 +53,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sft.optim.scheduler": ("cosine", "linear", "constant"),
     "rl.optim.scheduler": ("cosine", "linear", "constant"),
     "baseline.optim.scheduler": ("cosine", "linear", "constant"),
-    "rl.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
-    "rl.scale_rewards": ("group", "batch", "none"),
+    "rl.loss_type": LOSS_TYPES,
+    "rl.scale_rewards": REWARD_SCALES,
     "trainer.strategy": ("auto", "ddp", "ddp_spawn", "fsdp"),
     "eval.prior": ("emfacs", "wide"),
     "data.face_crop.source": ("auto", "dataset", "detector", "none"),

@@ -5,7 +5,7 @@ A batch is ``{"inputs": BatchFeature, "meta": dict of per-sample lists}``:
 * ``inputs``: what the model takes (``input_ids``, ``attention_mask``, ``pixel_values``,
   ``image_grid_thw``, ``mm_token_type_ids``; plus ``labels`` for SFT). Built once here, so the
   LightningModules never call the processor in the training loop.
-* ``meta``: ``id``, ``dataset``, ``label`` (index into ``CLASS_NAMES``), ``label_name``, ``au_prob``,
+* ``meta``: ``id``, ``dataset``, ``label_id`` (index into ``CLASS_NAMES``), ``label_name``, ``au_prob``,
   ``au_box`` (detector boxes **in the model's coordinate space**, comparable with predicted boxes),
   ``image_extent`` ((W, H) of that space), ``image`` (HWC uint8, for logging), ``image_size``,
   ``input_size`` (the processor's resize) and ``face_found``.
@@ -31,13 +31,13 @@ class PromptCollator:
         self.prompt = task_prompt(classes, space.convention, think_tags=think_tags)
 
     def meta(self, samples: list[dict]) -> dict[str, list]:
-        out: dict[str, list] = {key: [] for key in ("id", "dataset", "label", "label_name", "au_prob", "au_box", "image_extent", "image", "image_size", "input_size", "face_found")}
+        out: dict[str, list] = {key: [] for key in ("id", "dataset", "label_id", "label_name", "au_prob", "au_box", "image_extent", "image", "image_size", "input_size", "face_found")}
         for sample in samples:
             size = tuple(sample["image_size"])
             input_size = self.space.input_size(size)
             out["id"].append(sample["id"])
             out["dataset"].append(sample["dataset"])
-            out["label"].append(int(sample["label"]))
+            out["label_id"].append(int(sample["label"]))
             out["label_name"].append(sample["label_name"])
             out["au_prob"].append(dict(sample["au_prob"]))
             out["au_box"].append(boxes_to_model_space(sample["au_box"], size, input_size, self.space.convention))

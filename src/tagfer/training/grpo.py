@@ -6,6 +6,9 @@ Pipeline for one rollout batch of ``B`` prompts × ``G`` completions (``N = B·G
     per-function rewards [N, F]  ──combine_rewards──>  r [N]  ──group_advantages──>  A [N]
     logits [N, T, V] ──token_logprobs──> log π(y_t) [N, T]  ──grpo_loss(…, A, mask)──>  scalar loss, stats
 
+The objective's settings (loss type, clip range, β, …) are one frozen :class:`GRPOObjective`, built once by
+the recipe and handed to :func:`grpo_loss` with the tensors.
+
 Conventions checked against TRL's ``trl/trainer/grpo_trainer.py`` (huggingface/trl): the standard
 deviation is PyTorch's default ``Tensor.std`` — unbiased, Bessel-corrected (divide by ``n − 1``); the
 advantage denominator is ``std + 1e-4``; rewards of ``None`` are NaN and dropped by a NaN-sum (a row
@@ -17,13 +20,84 @@ DDP-wide active-token count over the number of processes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-SCALES = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+from tagfer.config import LOSS_TYPES, REWARD_SCALES, ConfigError
+
 #: Added to the standard deviation before dividing (TRL's constant).
 STD_EPS = 1e-4
+
+
+# ---------------------------------------------------------------------------------------- objective
+@dataclass(frozen=True, kw_only=True)
+class GRPOObjective:
+    """The settings of the GRPO objective, built once by the recipe (:func:`tagfer.training.grpo_stage.grpo_objective`).
+
+    Every field is the ``rl`` key of the same name, except ``max_completion_length`` (``rl.max_new_tokens``):
+
+    * ``loss_type`` (:data:`tagfer.config.LOSS_TYPES`): the aggregation of :func:`grpo_loss`;
+    * ``epsilon_low`` in [0, 1), ``epsilon_high`` ≥ 0 (None → ``epsilon_low``): the ratio's clip range;
+    * ``beta`` ≥ 0: the k3 KL coefficient (0: no reference pass); ``kl_clamp`` > 0: the bound on ``ref − logp``;
+    * ``scale_rewards`` (:data:`tagfer.config.REWARD_SCALES`): :func:`group_advantages`' ``scale``;
+    * ``max_completion_length``: ``dr_grpo``'s constant normaliser (None: the batch's ``T``);
+    * ``num_iterations`` (μ ≥ 1): optimizer steps per rollout batch; ``gradient_accumulation_steps`` ≥ 1:
+      rollout batches per optimizer step (one of the two must be 1);
+    * ``logprob_micro_batch`` ≥ 0: rows per log-prob forward/backward (0: all rows at once).
+
+    Construction checks every field and raises :class:`tagfer.config.ConfigError` naming the ``rl`` key.
+    """
+
+    loss_type: str
+    epsilon_low: float
+    epsilon_high: float | None
+    beta: float
+    kl_clamp: float
+    scale_rewards: str
+    max_completion_length: int | None
+    num_iterations: int
+    gradient_accumulation_steps: int
+    logprob_micro_batch: int
+
+    def __post_init__(self) -> None:
+        if self.loss_type not in LOSS_TYPES:
+            raise _objective_error("loss_type", self.loss_type, f"one of {list(LOSS_TYPES)}")
+        if self.scale_rewards not in REWARD_SCALES:
+            raise _objective_error("scale_rewards", self.scale_rewards, f"one of {list(REWARD_SCALES)}")
+        if not _number_in(self.epsilon_low, 0.0, 1.0, upper_open=True):
+            raise _objective_error("epsilon_low", self.epsilon_low, "a number in [0, 1)")
+        if self.epsilon_high is None:
+            object.__setattr__(self, "epsilon_high", self.epsilon_low)
+        elif not _number_in(self.epsilon_high, 0.0, math.inf):
+            raise _objective_error("epsilon_high", self.epsilon_high, "a number ≥ 0 or null (= epsilon_low)")
+        if not _number_in(self.beta, 0.0, math.inf):
+            raise _objective_error("beta", self.beta, "a finite number ≥ 0")
+        if not _number_in(self.kl_clamp, 0.0, math.inf) or self.kl_clamp == 0.0:
+            raise _objective_error("kl_clamp", self.kl_clamp, "a finite number > 0")
+        if self.max_completion_length is not None and not _int_at_least(self.max_completion_length, 1):
+            raise _objective_error("max_completion_length", self.max_completion_length, "a positive integer")
+        for name, low in (("num_iterations", 1), ("gradient_accumulation_steps", 1), ("logprob_micro_batch", 0)):
+            if not _int_at_least(getattr(self, name), low):
+                raise _objective_error(name, getattr(self, name), f"an integer ≥ {low}")
+        if self.num_iterations > 1 and self.gradient_accumulation_steps > 1:
+            raise ConfigError("rl.num_iterations > 1 and rl.gradient_accumulation_steps > 1 cannot be combined")
+
+
+def _objective_error(field: str, value: object, expected: str) -> ConfigError:
+    key = "rl.max_new_tokens" if field == "max_completion_length" else f"rl.{field}"
+    return ConfigError(f"GRPO objective: {key}={value!r}, expected {expected}")
+
+
+def _number_in(value: object, low: float, high: float, *, upper_open: bool = False) -> bool:
+    """A real, finite number (not a bool) in ``[low, high]`` (``[low, high)`` when ``upper_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return low <= value < high if upper_open else low <= value <= high
+
+
+def _int_at_least(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 # ------------------------------------------------------------------------------------------ rewards
@@ -103,8 +177,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     Returns:
         ``[B*G]`` advantages, dtype and device of ``rewards``.
     """
-    if scale not in SCALES:
-        raise ValueError(f"scale={scale!r}; expected one of {list(SCALES)}")
+    if scale not in REWARD_SCALES:
+        raise ValueError(f"scale={scale!r}; expected one of {list(REWARD_SCALES)}")
     grouped = _grouped(rewards, group_size)
     mean, std, valid = _valid_stats(grouped, dim=1)
     centred = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
@@ -203,7 +277,7 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((values * mask).sum() / mask.sum().clamp(min=1.0)).detach()
 
 
-def _check_loss_inputs(logps, old_logps, ref_logps, advantages, mask, epsilon_low, epsilon_high, beta, loss_type, kl_clamp):
+def _check_loss_inputs(logps, old_logps, ref_logps, advantages, mask, beta):
     if logps.dim() != 2:
         raise ValueError(f"logps must be [N, T], got shape {tuple(logps.shape)}")
     for name, tensor in (("old_logps", old_logps), ("ref_logps", ref_logps), ("mask", mask)):
@@ -211,16 +285,8 @@ def _check_loss_inputs(logps, old_logps, ref_logps, advantages, mask, epsilon_lo
             raise ValueError(f"{name} shape {tuple(tensor.shape)} must equal logps shape {tuple(logps.shape)}")
     if advantages.shape != (logps.shape[0],):
         raise ValueError(f"advantages must be [N]={logps.shape[0]}, got shape {tuple(advantages.shape)}")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type={loss_type!r}; expected one of {list(LOSS_TYPES)}")
-    if not 0.0 <= epsilon_low < 1.0 or epsilon_high < 0.0:
-        raise ValueError(f"need 0 ≤ epsilon_low < 1 and epsilon_high ≥ 0, got {epsilon_low}, {epsilon_high}")
-    if beta < 0.0:
-        raise ValueError(f"beta must be ≥ 0, got {beta}")
     if beta != 0.0 and ref_logps is None:
         raise ValueError("beta != 0 needs ref_logps (the reference model's per-token log-probs)")
-    if not kl_clamp > 0.0:
-        raise ValueError(f"kl_clamp must be > 0, got {kl_clamp}")
 
 
 def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_completion_length, num_items_in_batch, world_size):
@@ -249,20 +315,16 @@ def grpo_loss(
     ref_logps: torch.Tensor | None,
     advantages: torch.Tensor,
     mask: torch.Tensor,
+    objective: GRPOObjective,
     *,
-    epsilon_low: float = 0.2,
-    epsilon_high: float | None = None,
-    beta: float = 0.0,
-    loss_type: str = "dapo",
-    max_completion_length: int | None = None,
     num_items_in_batch: int | torch.Tensor | None = None,
     world_size: int = 1,
-    kl_clamp: float = 20.0,
     entropies: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped GRPO surrogate with an optional KL penalty.
 
-    Per completion token ``(i, t)`` (``ε_high`` defaults to ``ε_low``)::
+    Per completion token ``(i, t)``, with ``ε_low``, ``ε_high``, ``β``, ``kl_clamp``, ``loss_type`` and
+    ``max_completion_length`` from ``objective`` (:class:`GRPOObjective`)::
 
         ρ    = exp(logp − old)                                   (1 when old_logps is None)
         ℓ    = −min(ρ·A_i, clip(ρ, 1 − ε_low, 1 + ε_high)·A_i) + β·KL
@@ -293,6 +355,8 @@ def grpo_loss(
         advantages: ``[N]``.
         mask: ``[N, T]`` 1 for completion tokens, 0 for padding (bool or float). Values at masked
             positions are ignored (even NaN/inf there never reaches the loss or the gradient).
+        objective: the loss settings (validated when it was built).
+        num_items_in_batch, world_size: ``dapo``'s normaliser (see above).
         entropies: optional ``[N, T]`` per-token entropies, only for ``stats["entropy"]``.
 
     Returns:
@@ -301,8 +365,8 @@ def grpo_loss(
         ``ρ < 1 − ε_low`` and ``A < 0``), ``clip_ratio/high_mean`` (``ρ > 1 + ε_high`` and ``A > 0``),
         ``clip_ratio/region_mean`` (either), and ``entropy`` when ``entropies`` is given.
     """
-    epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
-    _check_loss_inputs(logps, old_logps, ref_logps, advantages, mask, epsilon_low, epsilon_high, beta, loss_type, kl_clamp)
+    epsilon_low, epsilon_high, beta, kl_clamp = objective.epsilon_low, objective.epsilon_high, objective.beta, objective.kl_clamp
+    _check_loss_inputs(logps, old_logps, ref_logps, advantages, mask, beta)
     active = mask.bool()
     weights = active.to(logps.dtype)
     logps = torch.where(active, logps, torch.zeros_like(logps))
@@ -322,7 +386,7 @@ def grpo_loss(
             per_token = per_token + beta * kl
         stats["kl"] = _masked_mean(kl, weights)
 
-    loss = _aggregate(per_token, weights, loss_type, max_completion_length, num_items_in_batch, world_size)
+    loss = _aggregate(per_token, weights, objective.loss_type, objective.max_completion_length, num_items_in_batch, world_size)
 
     low = ((ratio < 1.0 - epsilon_low) & (adv < 0)).to(logps.dtype)
     high = ((ratio > 1.0 + epsilon_high) & (adv > 0)).to(logps.dtype)

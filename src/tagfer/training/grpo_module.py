@@ -6,18 +6,21 @@ One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
    once, every prompt repeated ``G`` times (group-major rows) sharing its image's features, one batched
    ``generate`` with the KV cache → ``N = B·G`` completions and their masks (up to and including EOS).
    Under FSDP2 the model is all-gathered once for the whole rollout.
-2. **Rewards**: each reward callback scores every completion against the sample's label and AU evidence
-   (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` → advantages ``A = (r − mean_g) / (std + 1e-4)``
-   (:func:`tagfer.training.grpo.group_advantages`).
+2. **Rewards**: each completion is parsed once into the step's typed record
+   (:class:`tagfer.training.rewards.batch.GRPOBatch`: texts, parsed traces, label ids and names, AU
+   evidence and boxes, token counts); each reward callback scores every parsed completion against its
+   sample's label and AU evidence (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` →
+   advantages ``A = (r − mean_g) / (std + 1e-4)`` (:func:`tagfer.training.grpo.group_advantages`).
 3. **Reference log-probs** (no grad, one pass, only when ``beta ≠ 0``; LoRA: the same network with the
    adapter disabled; full fine-tune: a frozen copy). No separate old-policy pass: the first of the μ
    inner iterations runs with the rollout's weights, so its log-probs (detached) *are* the old policy's
    (ρ = 1 there) and serve the later iterations. The frozen vision tower's features from the rollout are
    reused by every pass.
 4. **μ = num_iterations optimizer steps** on the same rollouts: per-token log-probs at the sampling
-   temperature → :func:`tagfer.training.grpo.grpo_loss` (clipped ratio + β·k3 KL, ``loss_type``
-   aggregation) → backward (in row chunks of ``rl.logprob_micro_batch`` to bound memory), gradient
-   clipping, optimizer and scheduler step. With μ = 1, gradients of ``rl.gradient_accumulation_steps``
+   temperature → :func:`tagfer.training.grpo.grpo_loss` with the module's
+   :class:`~tagfer.training.grpo.GRPOObjective` (clipped ratio + β·k3 KL, ``loss_type`` aggregation) →
+   backward (in row chunks of ``rl.logprob_micro_batch`` to bound memory), gradient clipping, optimizer
+   and scheduler step. With μ = 1, gradients of ``rl.gradient_accumulation_steps``
    rollout batches are summed before each optimizer step; ``dapo`` then normalises by the active tokens
    of all of them (TRL's ``num_items_in_batch`` over the generation batch): each micro step backpropagates
    its token sum and the gradient is divided by the accumulated token count before the step.
@@ -46,12 +49,14 @@ import lightning as L
 import torch
 
 from tagfer.classes import CLASS_NAMES
+from tagfer.config import OptimConfig
 from tagfer.models.generation import Completions
 from tagfer.models.policy import disable_dropout, reference_model
-from tagfer.training.grpo import combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
+from tagfer.training.grpo import GRPOObjective, combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler, optimizer_steps
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
+from tagfer.training.rewards.batch import GRPOBatch
 from tagfer.training.rollout import Rollout, generate_rollout
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
 from tagfer.training.skips import SkipsNonFiniteSteps
@@ -64,26 +69,20 @@ def scale_gradients(parameters, factor: float) -> None:
             parameter.grad.mul_(factor)
 
 
-def repeat_meta(meta: dict[str, list], n: int) -> dict[str, list]:
-    """Each per-sample entry ``n`` times in a row (the rows of :func:`tagfer.models.inputs.repeat_inputs`)."""
-    return {key: [value for value in values for _ in range(n)] for key, values in meta.items()}
-
-
-def reward_batch(meta: dict[str, list], group_size: int) -> dict[str, list]:
-    """The per-completion ``batch`` the reward callbacks read (``label`` is the class name)."""
-    repeated = repeat_meta({k: meta[k] for k in ("label_name", "au_prob", "au_box", "image_extent", "id")}, group_size)
-    repeated["label"] = repeated.pop("label_name")
-    return repeated
-
-
 class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     """GRPO on a prepared policy.
 
     Args:
         model: the policy (LoRA ``PeftModel`` or a full model), initialised from the SFT export.
         processor: its processor (decoding completions, pad/EOS ids).
-        rl_cfg: :class:`tagfer.config.RLConfig`.
+        rl_cfg: :class:`tagfer.config.RLConfig`, read for the rollout's sampling settings only
+            (``num_generations``, ``max_new_tokens``, ``temperature`` — the log-probs' too —, ``top_p``,
+            ``top_k``, ``share_image_features``).
         rewards: reward callbacks (:func:`tagfer.training.rewards.build_rewards`).
+        objective: the loss settings (:func:`tagfer.training.grpo_stage.grpo_objective`).
+        optim: the optimizer and schedule (:class:`tagfer.config.OptimConfig`).
+        max_consecutive_skips: non-finite steps in a row before the run stops.
+        log_completions: completions (one per group) written to TensorBoard with their boxes.
         convention: the family's box convention (for drawing boxes in TensorBoard).
         reference: a frozen copy of the initial policy for a full fine-tune with ``beta ≠ 0``; None for
             LoRA (adapter disabled) or ``beta = 0``.
@@ -100,6 +99,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         rl_cfg,
         rewards: Sequence[RewardCallback],
         *,
+        objective: GRPOObjective,
+        optim: OptimConfig,
+        max_consecutive_skips: int,
+        log_completions: int,
         convention: str,
         classes: Sequence[str] = CLASS_NAMES,
         reference: torch.nn.Module | None = None,
@@ -111,6 +114,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         self.processor = processor
         self.cfg = rl_cfg
         self.rewards = list(rewards)
+        self.objective = objective
+        self.optim = optim
+        self.max_consecutive_skips = max_consecutive_skips
+        self.log_completions = log_completions
         self.convention = convention
         self.classes = tuple(classes)
         self.reference = reference
@@ -123,8 +130,6 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         disable_dropout(model)
         if reference is not None:
             disable_dropout(reference)
-        if rl_cfg.num_iterations > 1 and rl_cfg.gradient_accumulation_steps > 1:
-            raise ValueError("rl.num_iterations > 1 and rl.gradient_accumulation_steps > 1 cannot be combined")
 
     def configure_model(self) -> None:
         """FSDP2 (``trainer.strategy: fsdp``): shard the policy and a frozen reference copy per block."""
@@ -164,7 +169,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         return logps, entropies
 
     def _chunks(self, n: int) -> list[slice]:
-        size = self.cfg.logprob_micro_batch or n
+        size = self.objective.logprob_micro_batch or n
         return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
     @torch.no_grad()
@@ -172,11 +177,9 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         return torch.cat([self.completion_logprobs(model, rollout, rows)[0] for rows in self._chunks(len(rollout))])
 
     # ------------------------------------------------------------------------------------ rewards
-    def score(self, completions: Completions, meta: dict) -> torch.Tensor:
+    def score(self, batch: GRPOBatch) -> torch.Tensor:
         """``[N, F]`` rewards of every callback (NaN where a callback returned None: not applicable)."""
-        batch = reward_batch(meta, self.cfg.num_generations)
-        batch["completion_length"] = completions.lengths.tolist()
-        return reward_matrix(self.rewards, completions.texts, batch)
+        return reward_matrix(self.rewards, batch)
 
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_index: int) -> None:
@@ -185,31 +188,33 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         rollout = self.rollout(inputs)
         completions = rollout.completions
         generation_time = time.perf_counter() - start
-        group = self.cfg.num_generations
+        group = rollout.group_size
+        scored = GRPOBatch.from_samples(meta, completions.texts, completions.lengths.tolist(), group)
         try:
-            per_function, reward_error = self.score(completions, meta), None
+            per_function, reward_error = self.score(scored), None
         except NonFiniteRewardError as err:
             per_function, reward_error = None, err
         if not self._all_ranks(reward_error is None):
             self._skip(str(reward_error) if reward_error else "non-finite reward on another rank")
             return
         rewards = combine_rewards(per_function, [callback.weight for callback in self.rewards])
-        scale_input = self.all_gather(rewards).reshape(-1) if self.cfg.scale_rewards == "batch" else rewards
-        advantages = group_advantages(scale_input, group, self.cfg.scale_rewards)
-        if self.cfg.scale_rewards == "batch":
+        scale = self.objective.scale_rewards
+        scale_input = self.all_gather(rewards).reshape(-1) if scale == "batch" else rewards
+        advantages = group_advantages(scale_input, group, scale)
+        if scale == "batch":
             advantages = advantages.reshape(-1, rewards.numel())[self.global_rank]
         advantages = advantages.to(self.device)
 
         mask = completions.mask.to(self.device)
         ref_logps = None
-        if self.cfg.beta != 0.0:
+        if self.objective.beta != 0.0:
             with reference_model(self.model, self.reference) as reference:
                 ref_logps = self._fixed_logprobs(reference, rollout)
         tokens_global = self._global_token_count(mask)
 
         old_logps = None  # first iteration: the rollout's own weights, ρ = 1
         stats = {}
-        for _ in range(self.cfg.num_iterations):
+        for _ in range(self.objective.num_iterations):
             result = self._optimise(rollout, mask, old_logps, ref_logps, advantages, tokens_global)
             if result is None:
                 return
@@ -217,10 +222,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             if old_logps is None:
                 old_logps = logps
         self.consecutive_skips = 0
-        self._log_step(per_function, rewards, completions, stats, start, generation_time, mask)
+        self._log_step(per_function, rewards, group, completions, stats, start, generation_time, mask)
         if batch_index % max(1, self.trainer.log_every_n_steps * 10) == 0:
             log_grounding_samples(
-                self.logger, "train", self.global_step, completions.texts[::group], meta, limit=self.cfg.log_completions, convention=self.convention
+                self.logger, "train", self.global_step, completions.texts[::group], meta, limit=self.log_completions, convention=self.convention
             )
 
     def _global_token_count(self, mask: torch.Tensor) -> torch.Tensor:
@@ -231,9 +236,9 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     def _chunk_weight(self, rows: slice, mask: torch.Tensor, n: int) -> float:
         """Factor that turns a chunk's own ``grpo_loss`` into its share of the whole batch's loss."""
         chunk_rows = rows.stop - rows.start
-        if self.cfg.loss_type == "bnpo":
+        if self.objective.loss_type == "bnpo":
             return float(mask[rows].sum().clamp(min=1.0) / mask.sum().clamp(min=1.0))
-        if self.cfg.loss_type in ("grpo", "dr_grpo"):
+        if self.objective.loss_type in ("grpo", "dr_grpo"):
             return chunk_rows / n
         return 1.0  # dapo: every chunk is normalised by the global token count already
 
@@ -245,7 +250,8 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         total_loss = 0.0
         stats_sum: dict[str, float] = {}
         all_logps = []
-        last_micro_step = self._accumulated + 1 >= self.cfg.gradient_accumulation_steps
+        accumulation = self.objective.gradient_accumulation_steps
+        last_micro_step = self._accumulated + 1 >= accumulation
         chunks = self._chunks(n)
         for index, rows in enumerate(chunks):
             # DDP all-reduces once per optimizer step: only the last chunk's backward of the last micro step syncs
@@ -259,20 +265,15 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
                 None if ref_logps is None else ref_logps[rows],
                 advantages[rows],
                 mask[rows],
-                epsilon_low=self.cfg.epsilon_low,
-                epsilon_high=self.cfg.epsilon_high,
-                beta=self.cfg.beta,
-                loss_type=self.cfg.loss_type,
-                max_completion_length=self.cfg.max_new_tokens,
+                self.objective,
                 num_items_in_batch=tokens_global,
                 world_size=self.trainer.world_size,
-                kl_clamp=self.cfg.kl_clamp,
                 entropies=entropies,
             )
             loss = loss * self._chunk_weight(rows, mask, n)
-            total_loss += float(loss.detach()) / self.cfg.gradient_accumulation_steps
+            total_loss += float(loss.detach()) / accumulation
             # dapo under accumulation: Σℓ·world_size now, ÷ the accumulated token count at the step
-            loss = loss * tokens_global if self._dapo_accumulates else loss / self.cfg.gradient_accumulation_steps
+            loss = loss * tokens_global if self._dapo_accumulates else loss / accumulation
             if not self._all_ranks(torch.isfinite(loss)):
                 optimizer.zero_grad()
                 self._accumulated, self._accumulated_tokens = 0, 0.0
@@ -285,7 +286,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
                 stats_sum[key] = stats_sum.get(key, 0.0) + weight * float(value)
         self._accumulated += 1
         self._accumulated_tokens += float(tokens_global)
-        if self._accumulated >= self.cfg.gradient_accumulation_steps:
+        if self._accumulated >= accumulation:
             if self._dapo_accumulates:
                 scale_gradients(self.model.parameters(), 1.0 / max(self._accumulated_tokens, 1.0))
             if not self._all_ranks(local_gradients_finite(self.model.parameters())):  # one device sync
@@ -302,10 +303,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         stats_sum["loss"] = total_loss
         return stats_sum, torch.cat(all_logps)
 
-    def _log_step(self, per_function, rewards, completions: Completions, stats, start, generation_time, mask) -> None:
+    def _log_step(self, per_function, rewards, group: int, completions: Completions, stats, start, generation_time, mask) -> None:
         lengths = completions.lengths.float()
         metrics = {
-            **group_reward_stats(rewards, self.cfg.num_generations),
+            **group_reward_stats(rewards, group),
             "completions/mean_length": lengths.mean().item(),
             "completions/min_length": lengths.min().item(),
             "completions/max_length": lengths.max().item(),
@@ -328,7 +329,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
 
     @property
     def _dapo_accumulates(self) -> bool:
-        return self.cfg.loss_type == "dapo" and self.cfg.gradient_accumulation_steps > 1
+        return self.objective.loss_type == "dapo" and self.objective.gradient_accumulation_steps > 1
 
     def configure_optimizers(self):
         trainer = self.trainer
@@ -337,10 +338,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             trainer.max_steps,
             trainer.num_training_batches,
             trainer.max_epochs,
-            num_iterations=self.cfg.num_iterations,
-            accumulation=self.cfg.gradient_accumulation_steps,
+            num_iterations=self.objective.num_iterations,
+            accumulation=self.objective.gradient_accumulation_steps,
         )
-        return build_optimizer_and_scheduler(self.model, self.cfg.optim, steps)
+        return build_optimizer_and_scheduler(self.model, self.optim, steps)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = checkpoint_state_dict(self, checkpoint["state_dict"])

@@ -6,8 +6,9 @@
    * LoRA: the SFT adapter is merged into the base weights and a fresh adapter is trained, so the
      adapter-disabled network is exactly the SFT model (no second copy in memory);
    * full fine-tune: a frozen copy of the SFT model (only when ``rl.beta ≠ 0``);
-3. ``Trainer.fit`` of :class:`GRPOModule` with the reward callbacks of ``rl.rewards`` (resuming from
-   ``<run_dir>/checkpoints/last.ckpt`` by default);
+3. ``Trainer.fit`` of :class:`GRPOModule` with the reward callbacks of ``rl.rewards`` and the typed values
+   built here once from ``rl`` (:func:`module_settings`: the :class:`GRPOObjective`, the optimizer settings),
+   resuming from ``<run_dir>/checkpoints/last.ckpt`` by default;
 4. export to ``<run_dir>/export``: the RL adapter over the SFT export (loaded as a chain by
    :func:`tagfer.models.loader.load_vlm`), or the full model.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 
 from tagfer.data.datamodule import FERDataModule
@@ -25,6 +27,7 @@ from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, frozen_reference_copy, prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.training.collate import PromptCollator
+from tagfer.training.grpo import GRPOObjective
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
 from tagfer.training.stage_run import fit_and_export, start_run
@@ -50,9 +53,38 @@ def load_rl_policy(cfg):
     return policy, processor, family, reference
 
 
+def grpo_objective(rl_cfg) -> GRPOObjective:
+    """The GRPO objective of the ``rl`` section (checked once, here; :class:`GRPOObjective` names the key)."""
+    return GRPOObjective(
+        loss_type=rl_cfg.loss_type,
+        epsilon_low=rl_cfg.epsilon_low,
+        epsilon_high=rl_cfg.epsilon_high,
+        beta=rl_cfg.beta,
+        kl_clamp=rl_cfg.kl_clamp,
+        scale_rewards=rl_cfg.scale_rewards,
+        max_completion_length=rl_cfg.max_new_tokens,
+        num_iterations=rl_cfg.num_iterations,
+        gradient_accumulation_steps=rl_cfg.gradient_accumulation_steps,
+        logprob_micro_batch=rl_cfg.logprob_micro_batch,
+    )
+
+
+def module_settings(rl_cfg) -> dict:
+    """The typed values :class:`GRPOModule` takes from the ``rl`` section: the objective, the optimizer
+    settings (a plain :class:`tagfer.config.OptimConfig`), the skip limit and the logged completions."""
+    optim = rl_cfg.optim
+    return {
+        "objective": grpo_objective(rl_cfg),
+        "optim": OmegaConf.to_object(optim) if isinstance(optim, DictConfig) else optim,
+        "max_consecutive_skips": rl_cfg.max_consecutive_skips,
+        "log_completions": rl_cfg.log_completions,
+    }
+
+
 def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
     """Train with GRPO and export; returns the export directory."""
     with start_run(cfg) as run_dir:
+        settings = module_settings(cfg.rl)
         rewards = build_rewards(cfg.rl.rewards)
         policy, processor, family, reference = load_rl_policy(cfg)
         log.info("policy: %s; rewards: %s", count_parameters(policy), ", ".join(f"{r.name}×{r.weight}" for r in rewards))
@@ -67,6 +99,7 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
             processor,
             cfg.rl,
             rewards,
+            **settings,
             convention=space.convention,
             classes=classes,
             reference=reference,

@@ -72,6 +72,7 @@ class SFTModule(SkipsNonFiniteSteps, L.LightningModule):
         self.processor = processor
         self.convention = convention
         self.cfg = sft_cfg
+        self.max_consecutive_skips = sft_cfg.max_consecutive_skips
         self.classes = tuple(classes)
         self.strict_loading = False  # checkpoints hold only the trainable weights (see on_save_checkpoint)
         self.val_classification = ExpressionClassificationMetrics(self.classes)

@@ -15,7 +15,7 @@ class NonFiniteStepError(RuntimeError):
 
 
 class SkipsNonFiniteSteps:
-    """Mixin for a LightningModule with ``self.cfg.max_consecutive_skips``, ``self.skipped_steps`` and
+    """Mixin for a LightningModule with ``self.max_consecutive_skips``, ``self.skipped_steps`` and
     ``self.consecutive_skips``; the stage sets ``STAGE`` (its name in messages), ``SKIP_METRIC`` (the
     logged key) and ``SKIP_HINT`` (what to try when the run stops)."""
 
@@ -29,7 +29,7 @@ class SkipsNonFiniteSteps:
         self.consecutive_skips += 1
         self.log(self.SKIP_METRIC, float(self.skipped_steps))
         self.print(f"{self.STAGE} step {self.global_step} skipped: {reason} ({self.consecutive_skips} in a row)")
-        if self.consecutive_skips >= self.cfg.max_consecutive_skips:
+        if self.consecutive_skips >= self.max_consecutive_skips:
             raise NonFiniteStepError(
                 f"{self.consecutive_skips} consecutive {self.STAGE} steps had a {reason}; stopping. The last good checkpoint is "
                 f"{self.trainer.checkpoint_callback.last_model_path or '(none yet)'}; {self.SKIP_HINT}"

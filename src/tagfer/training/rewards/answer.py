@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tagfer.classes import CLASS_INDEX
-from tagfer.reasoning.trace import parse_trace
+from tagfer.reasoning.trace import ParsedTrace
 from tagfer.training.rewards.base import RewardCallback
 
 
@@ -12,15 +12,15 @@ class AnswerReward(RewardCallback):
 
     The answer goes through :func:`tagfer.classes.normalize_label` inside the parser: "Happy." counts
     as happiness, but an empty answer, "happy or sad", a list of every class or several ``<answer>``
-    tags give no class and score 0 (no substring matching). Needs ``batch["label"]`` (canonical class
+    tags give no class and score 0 (no substring matching). Needs ``batch.label_name`` (canonical class
     names). No params. Range: {0, 1}.
     """
 
     name = "answer"
     value_range = (0.0, 1.0)
-    required_keys = ("label",)
+    required_keys = ("label_name",)
 
-    def score(self, completion: str, label: str) -> float:
-        if label not in CLASS_INDEX:
-            raise ValueError(f"reward 'answer': label {label!r} is not a canonical class name {list(CLASS_INDEX)}")
-        return 1.0 if parse_trace(completion).answer == label else 0.0
+    def score(self, trace: ParsedTrace, label_name: str) -> float:
+        if label_name not in CLASS_INDEX:
+            raise ValueError(f"reward 'answer': label {label_name!r} is not a canonical class name {list(CLASS_INDEX)}")
+        return 1.0 if trace.answer == label_name else 0.0

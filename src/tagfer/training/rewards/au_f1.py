@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tagfer.reasoning.trace import parse_trace
+from tagfer.reasoning.trace import ParsedTrace
 from tagfer.training.rewards.au_sets import active_aus, set_f1
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import number, positive_int
@@ -31,8 +31,8 @@ class AUF1Reward(RewardCallback):
         self.threshold = number(self.name, "threshold", threshold, 0.0, 1.0)
         self.top_k = positive_int(self.name, "top_k", top_k, optional=True)
 
-    def score(self, completion: str, au_prob: Mapping[str, float]) -> float | None:
+    def score(self, trace: ParsedTrace, au_prob: Mapping[str, float]) -> float | None:
         reference = active_aus(au_prob, self.threshold, self.top_k)
         if not reference:
             return None
-        return 2.0 * set_f1(parse_trace(completion).cited_aus(), reference) - 1.0
+        return 2.0 * set_f1(trace.cited_aus(), reference) - 1.0

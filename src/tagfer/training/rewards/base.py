@@ -1,18 +1,11 @@
 """The reward-callback interface, per-reward statistics, and the ``[N, F]`` reward matrix.
 
 A reward callback has a ``name`` (its registry name, also the logging key ``rewards/<name>/…``), a
-``weight`` and ``__call__(completions, batch) -> list[float | None]``. ``batch`` maps a key to a list
-with one entry per completion (already repeated ``G`` times, group-major). The keys the built-in
-rewards read:
-
-* ``label``: canonical class name (:data:`tagfer.classes.CLASS_NAMES`);
-* ``au_prob``: dict AU → detector probability;
-* ``au_box``: dict AU → ``(x1, y1, x2, y2)`` in the model family's coordinate space (the space of the
-  completion's boxes);
-* ``image_extent``: ``(W, H)`` of that space (``(1000, 1000)`` for norm1000, the resized input size in
-  pixels for the pixel convention);
-* ``completion_length``: token count of each completion (only for ``length_penalty`` with
-  ``unit: tokens``).
+``weight`` and ``__call__(batch) -> list[float | None]``: one value per completion of ``batch``, a
+:class:`tagfer.training.rewards.batch.GRPOBatch` (the step's typed record: each completion's text and
+its parse — parsed once for every reward —, label id and name, AU probabilities, AU boxes in the model's
+coordinate space, image extent, token count). A callback lists the fields it reads in ``required_keys``
+and scores one completion at a time in ``score(trace, **fields)``.
 
 ``None`` means "not applicable to this completion": it becomes NaN in :func:`reward_matrix` and is
 left out of the weighted sum (:func:`tagfer.training.grpo.combine_rewards`) and of the statistics.
@@ -21,12 +14,15 @@ Callbacks are plain objects: nothing here knows about Lightning.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from tagfer.config import ConfigError
+from tagfer.reasoning.trace import ParsedTrace
+from tagfer.training.rewards.batch import GRPOBatch
 
 
 class NonFiniteRewardError(ValueError):
@@ -36,7 +32,8 @@ class NonFiniteRewardError(ValueError):
 class RewardCallback:
     """Base class: subclasses set ``name``, ``value_range``, ``required_keys`` and implement :meth:`score`.
 
-    ``value_range`` is the documented ``(low, high)`` of every non-None value the reward returns.
+    ``value_range`` is the documented ``(low, high)`` of every non-None value the reward returns;
+    ``required_keys`` names the :class:`GRPOBatch` fields :meth:`score` takes besides the parsed trace.
     """
 
     name: str = ""
@@ -48,24 +45,18 @@ class RewardCallback:
             raise ConfigError(f"reward {self.name!r}: weight={weight!r}, expected a finite number")
         self.weight = float(weight)
 
-    def score(self, completion: str, **row) -> float | None:
-        """The reward of one completion; ``row`` holds ``required_keys`` for that completion."""
+    def score(self, trace: ParsedTrace, **row) -> float | None:
+        """The reward of one parsed completion; ``row`` holds its ``required_keys`` fields."""
         raise NotImplementedError
 
-    def __call__(self, completions: Sequence[str], batch: Mapping[str, Sequence]) -> list[float | None]:
+    def __call__(self, batch: GRPOBatch) -> list[float | None]:
         columns = {}
         for key in self.required_keys:
-            if key not in batch:
-                raise KeyError(f"reward {self.name!r} needs batch[{key!r}] (keys present: {sorted(batch)})")
-            if len(batch[key]) != len(completions):
-                raise ValueError(
-                    f"reward {self.name!r}: batch[{key!r}] has {len(batch[key])} entries for {len(completions)} completions"
-                )
-            columns[key] = batch[key]
-        return [
-            self.score(completion, **{key: column[i] for key, column in columns.items()})
-            for i, completion in enumerate(completions)
-        ]
+            columns[key] = getattr(batch, key)
+            if columns[key] is None:
+                known = sorted(f.name for f in dataclasses.fields(batch) if getattr(batch, f.name) is not None)
+                raise KeyError(f"reward {self.name!r} needs batch.{key} (fields present: {known})")
+        return [self.score(trace, **{key: column[i] for key, column in columns.items()}) for i, trace in enumerate(batch.trace)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, weight={self.weight:g})"
@@ -87,9 +78,7 @@ def reward_stats(values: Sequence[float | None]) -> dict[str, float]:
     return {"mean": mean, "std": math.sqrt(variance)}
 
 
-def reward_matrix(
-    callbacks: Sequence[RewardCallback], completions: Sequence[str], batch: Mapping[str, Sequence]
-) -> torch.Tensor:
+def reward_matrix(callbacks: Sequence[RewardCallback], batch: GRPOBatch) -> torch.Tensor:
     """Run every callback: ``[N, F]`` float32, column ``f`` = ``callbacks[f]``, NaN where it returned None.
 
     Raises ValueError naming the reward when it returns the wrong number of values, and
@@ -98,13 +87,13 @@ def reward_matrix(
     """
     columns = []
     for callback in callbacks:
-        values = callback(completions, batch)
-        if len(values) != len(completions):
-            raise ValueError(f"reward {callback.name!r} returned {len(values)} values for {len(completions)} completions")
+        values = callback(batch)
+        if len(values) != len(batch):
+            raise ValueError(f"reward {callback.name!r} returned {len(values)} values for {len(batch)} completions")
         bad = [v for v in values if v is not None and not math.isfinite(v)]
         if bad:
             raise NonFiniteRewardError(f"reward {callback.name!r} returned non-finite values {bad[:3]} (use None for 'not applicable')")
         columns.append([math.nan if v is None else float(v) for v in values])
     if not columns:
-        return torch.zeros((len(completions), 0), dtype=torch.float32)
+        return torch.zeros((len(batch), 0), dtype=torch.float32)
     return torch.tensor(columns, dtype=torch.float32).T.contiguous()

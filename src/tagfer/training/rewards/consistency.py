@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tagfer.au.vocabulary import expression_prior
-from tagfer.reasoning.trace import parse_trace
+from tagfer.reasoning.trace import ParsedTrace
 from tagfer.training.rewards.au_sets import set_f1
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import choice
@@ -30,8 +30,7 @@ class LabelAUConsistencyReward(RewardCallback):
         super().__init__(weight)
         self.prior = choice(self.name, "prior", prior, PRIORS)
 
-    def score(self, completion: str) -> float:
-        parsed = parse_trace(completion)
-        if parsed.answer is None:
+    def score(self, trace: ParsedTrace) -> float:
+        if trace.answer is None:
             return 0.0
-        return set_f1(parsed.cited_aus(), expression_prior(parsed.answer, self.prior))
+        return set_f1(trace.cited_aus(), expression_prior(trace.answer, self.prior))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tagfer.au.vocabulary import REGIONS
-from tagfer.reasoning.trace import ParsedTrace, parse_trace
+from tagfer.reasoning.trace import ParsedTrace
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import flag
 
@@ -19,8 +19,18 @@ def format_checks(parsed: ParsedTrace) -> list[bool]:
     ]
 
 
+def think_as_required(parsed: ParsedTrace, require_think: bool | None) -> bool:
+    """Whether the reasoning's ``<think>`` wrapping is what ``require_think`` asks (None: either way).
+
+    ``parsed.valid and think_as_required(parsed, r)`` equals ``parse_trace(text, require_think=r).valid``:
+    the requirement only adds a format error and changes no other field of the parse.
+    """
+    return require_think is None or parsed.has_think == require_think
+
+
 class FormatReward(RewardCallback):
-    """1 when ``parse_trace(completion, require_think=…).valid`` (no format error at all), else 0.
+    """1 when the trace has no format error at all and wraps its reasoning in ``<think>`` as
+    ``require_think`` asks (:func:`think_as_required`), else 0.
 
     With ``partial_credit: true`` an invalid trace gets ``0.5 × (fraction of`` :func:`format_checks`
     ``passed)``, so it always stays below half of a valid trace.
@@ -38,11 +48,10 @@ class FormatReward(RewardCallback):
         self.require_think = flag(self.name, "require_think", require_think, optional=True)
         self.partial_credit = flag(self.name, "partial_credit", partial_credit)
 
-    def score(self, completion: str) -> float:
-        parsed = parse_trace(completion, require_think=self.require_think)
-        if parsed.valid:
+    def score(self, trace: ParsedTrace) -> float:
+        if trace.valid and think_as_required(trace, self.require_think):
             return 1.0
         if not self.partial_credit:
             return 0.0
-        checks = format_checks(parsed)
+        checks = format_checks(trace)
         return 0.5 * sum(checks) / len(checks)

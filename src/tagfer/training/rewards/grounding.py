@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from tagfer.config import ConfigError
 from tagfer.reasoning.citations import citation_ious
-from tagfer.reasoning.trace import Box, parse_trace
+from tagfer.reasoning.trace import Box, ParsedTrace
 from tagfer.training.rewards.au_sets import active_aus
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import choice, number, positive_int
@@ -21,7 +21,7 @@ def reference_box(au: str, box: object) -> Box:
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box
     ):
         return tuple(float(v) for v in box)
-    raise ValueError(f"batch['au_box'][{au!r}] = {box!r} is not (x1, y1, x2, y2) with 4 finite numbers")
+    raise ValueError(f"batch.au_box[{au!r}] = {box!r} is not (x1, y1, x2, y2) with 4 finite numbers")
 
 
 def grounding_score(total: float, n_cited: int, n_reference: int, normalize: str = "f1", recall_weight: float = 0.0) -> float:
@@ -85,12 +85,11 @@ class AUGroundingReward(RewardCallback):
             raise ConfigError(f"reward {self.name!r}: params.recall_weight applies to normalize cited|max, not f1 (F1 pays recall already)")
         self.top_k = positive_int(self.name, "top_k", top_k, optional=True)
 
-    def score(self, completion: str, au_prob: Mapping[str, float], au_box: Mapping[str, Box]) -> float:
-        parsed = parse_trace(completion)
-        if not any(step.region for step in parsed.steps):
+    def score(self, trace: ParsedTrace, au_prob: Mapping[str, float], au_box: Mapping[str, Box]) -> float:
+        if not any(step.region for step in trace.steps):
             return 0.0
         reference = {
             au: reference_box(au, au_box[au]) for au in active_aus(au_prob, self.threshold, self.top_k) if au in au_box
         }
-        scores = citation_ious(parsed, reference)
+        scores = citation_ious(trace, reference)
         return grounding_score(sum(scores.values()), len(scores), len(reference), self.normalize, self.recall_weight)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tagfer.reasoning.trace import ParsedTrace
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import choice, param_error, positive_int
 
@@ -20,7 +21,7 @@ class LengthPenaltyReward(RewardCallback):
     """:func:`overlong_penalty` of each completion's length.
 
     Params: ``soft_length`` (default 1024), ``max_length`` (> soft_length, default 1536), ``unit``:
-    ``chars`` (default; ``len(completion)``) or ``tokens`` (reads ``batch["completion_length"]``, the
+    ``chars`` (default; ``len(batch.text[i])``) or ``tokens`` (reads ``batch.completion_length``, the
     token counts the trainer knows; DAPO's original unit). Range: [−1, 0].
     """
 
@@ -34,11 +35,8 @@ class LengthPenaltyReward(RewardCallback):
         if self.max_length <= self.soft_length:
             raise param_error(self.name, "max_length", max_length, f"an integer > soft_length={self.soft_length}")
         self.unit = choice(self.name, "unit", unit, UNITS)
-        self.required_keys = ("completion_length",) if self.unit == "tokens" else ()
+        self.required_keys = ("completion_length",) if self.unit == "tokens" else ("text",)
 
-    def score(self, completion: str, completion_length: int | None = None) -> float:
-        if completion_length is None:
-            if not isinstance(completion, str):
-                raise TypeError(f"reward 'length_penalty': completion is {type(completion).__name__}, expected str")
-            completion_length = len(completion)
-        return overlong_penalty(completion_length, self.soft_length, self.max_length)
+    def score(self, trace: ParsedTrace, completion_length: int | None = None, text: str | None = None) -> float:
+        length = len(text) if completion_length is None else completion_length
+        return overlong_penalty(length, self.soft_length, self.max_length)
