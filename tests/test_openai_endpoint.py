@@ -18,6 +18,7 @@ from PIL import Image
 
 from tagfer.models.openai_endpoint import ChatClient, EndpointError, EndpointSettings, Sampling, backoff_delay, chat_body
 from tagfer.models.vllm_server import ServerError, ServerSpec, launched_server, server_command
+from vllm_support import group_alive
 
 FAKE = str(Path(__file__).with_name("fake_openai_server.py"))
 IMAGES = [Image.fromarray(np.full((8, 8, 3), i * 30, dtype=np.uint8)) for i in range(5)]
@@ -31,14 +32,6 @@ def fake_spec(*switches: str, **kwargs) -> ServerSpec:
 def client(server, *, sleeps: list | None = None, **settings) -> ChatClient:
     options = dict(base_url=server.base_url, model=server.model, api_key=server.api_key, timeout_s=10, max_retries=3, concurrency=3)
     return ChatClient(EndpointSettings(**(options | settings)), sleep=(sleeps.append if sleeps is not None else time.sleep))
-
-
-def group_alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def test_backoff_doubles_up_to_the_cap():

@@ -5,7 +5,11 @@ One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
 1. **Rollout** (no grad, eval mode, :func:`tagfer.training.rollout.generate_rollout`): each image encoded
    once, every prompt repeated ``G`` times (group-major rows) sharing its image's features, one batched
    ``generate`` with the KV cache → ``N = B·G`` completions and their masks (up to and including EOS).
-   Under FSDP2 the model is all-gathered once for the whole rollout.
+   Under FSDP2 the model is all-gathered once for the whole rollout. With a vLLM engine
+   (:class:`tagfer.training.engine_rollout.VLLMRollouts`) the server samples them instead; the policy's
+   LoRA adapter is pushed to it before the first rollout and before every rollout that follows an
+   optimizer step (rank 0 pushes, every rank waits at a barrier, then every rank queries the server), so
+   rollouts are on-policy. The settings are one :class:`tagfer.training.rollout.RolloutSampling`.
 2. **Rewards**: each reward callback scores every completion against the sample's label and AU evidence
    (``[N, F]``, NaN = not applicable) → weighted sum ``r [N]`` → advantages ``A = (r − mean_g) / (std + 1e-4)``
    (:func:`tagfer.training.grpo.group_advantages`).
@@ -32,7 +36,10 @@ increments ``skipped_steps`` and is logged; after ``rl.max_consecutive_skips`` s
 with an error (the last good checkpoint is kept; :mod:`tagfer.training.skips`). Logged scalars follow TRL's names: ``reward``, ``reward_std``,
 ``rewards/<name>/mean|std``, ``frac_reward_zero_std``, ``kl``, ``entropy``, ``clip_ratio/*``,
 ``completions/{mean,min,max}_length``, ``completions/clipped_ratio``, ``num_tokens``, ``step_time``,
-``generation_time_fraction``, ``loss``, ``skipped_steps``.
+``generation_time_fraction``, ``loss``, ``skipped_steps``; with a vLLM engine also
+``train/engine_logprob_diff_mean|max`` (``|logp_vllm − logp_policy|`` over the active tokens, the policy's
+log-probs of the first inner iteration) and, with ``importance_sampling_cap``, the policy loss weighted per
+token by :func:`tagfer.training.grpo.truncated_importance_weights` (TRL's TIS).
 """
 
 from __future__ import annotations
@@ -48,11 +55,20 @@ import torch
 from tagfer.classes import CLASS_NAMES
 from tagfer.models.generation import Completions
 from tagfer.models.policy import disable_dropout, reference_model
-from tagfer.training.grpo import combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
+from tagfer.training.grpo import (
+    combine_rewards,
+    group_advantages,
+    group_reward_stats,
+    grpo_loss,
+    logprob_gap,
+    token_entropies,
+    token_logprobs,
+    truncated_importance_weights,
+)
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler, optimizer_steps
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
-from tagfer.training.rollout import Rollout, generate_rollout
+from tagfer.training.rollout import Rollout, RolloutSampling, generate_rollout
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
 from tagfer.training.skips import SkipsNonFiniteSteps
 
@@ -88,6 +104,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         reference: a frozen copy of the initial policy for a full fine-tune with ``beta ≠ 0``; None for
             LoRA (adapter disabled) or ``beta = 0``.
         gradient_clip_val: max gradient norm (None: no clipping).
+        sampling: the rollout settings (default: those of ``rl_cfg``, :meth:`RolloutSampling.of`).
+        engine: a :class:`~tagfer.training.engine_rollout.VLLMRollouts` sampling the rollouts (LoRA
+            policies only), or None for in-process ``generate``.
+        importance_sampling_cap: with ``engine``, TIS weights capped at this value (None: off).
     """
 
     STAGE, SKIP_METRIC = "GRPO", "skipped_steps"  # same key and arguments as _log_step: Lightning refuses a mix
@@ -104,6 +124,9 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         classes: Sequence[str] = CLASS_NAMES,
         reference: torch.nn.Module | None = None,
         gradient_clip_val: float | None = 1.0,
+        sampling: RolloutSampling | None = None,
+        engine=None,
+        importance_sampling_cap: float | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -115,6 +138,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         self.classes = tuple(classes)
         self.reference = reference
         self.gradient_clip_val = gradient_clip_val
+        self.sampling = RolloutSampling.of(rl_cfg) if sampling is None else sampling
+        self.engine = engine
+        self.importance_sampling_cap = importance_sampling_cap
+        self._pushed_step: int | None = None  # global_step of the adapter on the engine (None: not pushed)
         self.strict_loading = False
         self.skipped_steps = 0
         self.consecutive_skips = 0
@@ -131,24 +158,40 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         shard_for_strategy(self, self.model, self.reference)
 
     # ------------------------------------------------------------------------------------ rollout
-    def rollout(self, inputs) -> Rollout:
-        """``G`` completions per prompt (each image encoded once), sampled in eval mode."""
+    def rollout(self, inputs, images=None) -> Rollout:
+        """``G`` completions per prompt (each image encoded once), sampled in eval mode; through the
+        engine (``images``: the batch's images, sent to the server) once its adapter is the policy's."""
         was_training = self.model.training
         self.model.eval()
         try:
+            if self.engine is not None:
+                self.sync_engine()
+                return self.engine.rollout(self.model, self.processor, inputs, images)
+            s = self.sampling
             return generate_rollout(
                 self.model,
                 self.processor,
                 inputs,
-                self.cfg.num_generations,
-                max_new_tokens=self.cfg.max_new_tokens,
-                temperature=self.cfg.temperature,
-                top_p=self.cfg.top_p,
-                top_k=self.cfg.top_k,
-                share_images=self.cfg.share_image_features,
+                s.group_size,
+                max_new_tokens=s.max_new_tokens,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k,
+                share_images=s.share_images,
             )
         finally:
             self.model.train(was_training)
+
+    def sync_engine(self) -> None:
+        """Push the policy's adapter to the engine unless it already holds this ``global_step``'s weights
+        (first call of a run or a resume: always). Rank 0 pushes; all ranks wait for it."""
+        if self._pushed_step == self.global_step:
+            return
+        if self.global_rank == 0:
+            self.engine.push(self.model)
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier("vllm-adapter-push")
+        self._pushed_step = self.global_step
 
     def completion_logprobs(self, model, rollout: Rollout, rows: slice, *, with_entropy: bool = False):
         """Per-token log-probs ``[n, C]`` of the completion tokens of ``rows`` under ``model`` (and entropies).
@@ -159,8 +202,8 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         completion_ids = rollout.completions.ids[rows].to(self.device)
         length = completion_ids.shape[1]
         logits = model(**rollout.model_inputs(model, rows), logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
-        logps = token_logprobs(logits, completion_ids, self.cfg.temperature)
-        entropies = token_entropies(logits.detach(), self.cfg.temperature) if with_entropy else None
+        logps = token_logprobs(logits, completion_ids, self.sampling.temperature)
+        entropies = token_entropies(logits.detach(), self.sampling.temperature) if with_entropy else None
         return logps, entropies
 
     def _chunks(self, n: int) -> list[slice]:
@@ -182,7 +225,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     def training_step(self, batch: dict, batch_index: int) -> None:
         start = time.perf_counter()
         inputs, meta = batch["inputs"], batch["meta"]
-        rollout = self.rollout(inputs)
+        rollout = self.rollout(inputs, meta["image"])
         completions = rollout.completions
         generation_time = time.perf_counter() - start
         group = self.cfg.num_generations
@@ -216,6 +259,9 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             stats, logps = result
             if old_logps is None:
                 old_logps = logps
+        if rollout.engine_logps is not None:
+            gap = logprob_gap(old_logps, rollout.engine_logps, mask)
+            stats = {**stats, "train/engine_logprob_diff_mean": gap["mean"], "train/engine_logprob_diff_max": gap["max"]}
         self.consecutive_skips = 0
         self._log_step(per_function, rewards, completions, stats, start, generation_time, mask)
         if batch_index % max(1, self.trainer.log_every_n_steps * 10) == 0:
@@ -253,6 +299,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             sync_context = nullcontext if synced else getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
             logps, entropies = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)
             all_logps.append(logps.detach())
+            weights = None
+            if self.importance_sampling_cap is not None and rollout.engine_logps is not None:
+                old = logps if old_logps is None else old_logps[rows]
+                weights = truncated_importance_weights(old, rollout.engine_logps[rows], self.importance_sampling_cap)
             loss, stats = grpo_loss(
                 logps,
                 None if old_logps is None else old_logps[rows],
@@ -268,6 +318,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
                 world_size=self.trainer.world_size,
                 kl_clamp=self.cfg.kl_clamp,
                 entropies=entropies,
+                importance_weights=weights,
             )
             loss = loss * self._chunk_weight(rows, mask, n)
             total_loss += float(loss.detach()) / self.cfg.gradient_accumulation_steps
