@@ -96,7 +96,7 @@ def test_engine_rollout_sends_explicit_sampling_and_builds_the_hf_rollout(setup,
         requests, pushes = sent(server)
     banned = suppressed_token_ids(processor)
     expected_request = {
-        "model": "policy", "max_tokens": TOKENS, "temperature": 0.9, "top_p": 0.95, "top_k": 7, "repetition_penalty": 1.0, "n": G,
+        "model": "policy", "max_tokens": TOKENS, "temperature": 0.9, "top_p": 0.95, "top_k": 7, "repetition_penalty": 1.0, "min_p": 0.0, "n": G,
         "logprobs": True, "top_logprobs": 0, "return_token_ids": True, "return_tokens_as_token_ids": True,
         "logit_bias": {str(i): -100 for i in banned},
     }  # fmt: skip
@@ -152,7 +152,8 @@ def test_grpo_pushes_the_adapter_before_the_first_rollout_and_after_each_optimiz
         requests, pushes = sent(server)
     assert len(requests) == 2 and module.global_step == 2
     assert [push["lora_name"] for push in pushes] == ["policy", "policy"] and all(push["load_inplace"] for push in pushes)
-    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert pushes[0]["lora_path"] != pushes[1]["lora_path"]  # a fresh path per push: vLLM keys its prefix cache by it
+    assert [str(path.parent.resolve()) for path in (tmp_path / "adapter").glob("*/adapter_config.json")] == [pushes[1]["lora_path"]]
     metrics = trainer.logged_metrics
     assert metrics["train/engine_logprob_diff_max"] >= metrics["train/engine_logprob_diff_mean"] > 0
 
@@ -186,3 +187,20 @@ def test_importance_weights_scale_the_policy_term_not_the_kl():
                 delta = ref[i, t].item() - logps[i, t].item()
                 total += weights[i, t].item() * policy_term + beta * (math.exp(delta) - delta - 1)
     assert loss.item() == pytest.approx(total / mask.sum().item(), rel=1e-5)
+
+
+def test_preflight_refuses_what_vllm_rollouts_cannot_serve(configs_dir, tmp_path):
+    from tagfer.config import load_config
+    from tagfer.training.preflight import rollout_engine_problems
+
+    def problems(*overrides):
+        return rollout_engine_problems(load_config(configs_dir / "rl.yaml", ["engine.backend=vllm", *overrides]))
+
+    full, lora = problems("model.finetune=full"), problems("model.finetune=lora", "model.train_projector=true")
+    assert any("needs model.finetune=lora" in p for p in full) and any("model.train_projector=false" in p for p in lora)
+    assert any("engine.vllm.url" in p for p in problems("model.finetune=lora", "trainer.devices=2"))
+    assert any("trainer.strategy=fsdp" in p for p in problems("model.finetune=lora", "trainer.strategy=fsdp"))
+    python = tmp_path / "python"
+    python.write_text("")
+    ok = ("model.finetune=lora", "model.train_projector=false", f"engine.vllm.python={python}")
+    assert problems(*ok) == [] and problems(*ok, "trainer.devices=2", "engine.vllm.url=http://127.0.0.1:8000/v1") == []

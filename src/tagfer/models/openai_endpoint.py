@@ -53,7 +53,7 @@ class Sampling:
 
     def request_fields(self, *, extensions: bool = True) -> dict[str, Any]:
         """The request body's sampling fields, every one stated. With ``extensions`` (a vLLM server) also
-        vLLM's ``top_k`` (-1 = off), ``repetition_penalty`` and ``return_token_ids``; without (a hosted
+        vLLM's ``top_k`` (-1 = off), ``repetition_penalty``, ``min_p`` (0 = off) and ``return_token_ids``; without (a hosted
         API that rejects unknown fields) only the OpenAI ones. ``n`` completions per request; with
         ``logprobs`` each sampled token's log-prob comes back (``top_logprobs`` 0: the sampled token only;
         on vLLM ``return_tokens_as_token_ids`` names it ``token_id:<id>``)."""
@@ -72,6 +72,7 @@ class Sampling:
         if extensions:
             fields["top_k"] = int(self.top_k) if self.temperature > 0 and self.top_k > 0 else -1
             fields["repetition_penalty"] = 1.0
+            fields["min_p"] = 0.0
             fields["return_token_ids"] = True
             if self.logprobs:
                 fields["return_tokens_as_token_ids"] = True
