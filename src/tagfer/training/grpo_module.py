@@ -55,6 +55,7 @@ import torch
 from tagfer.classes import CLASS_NAMES
 from tagfer.models.generation import Completions
 from tagfer.models.policy import disable_dropout, reference_model
+from tagfer.training.engine_rollout import VLLMRollouts
 from tagfer.training.grpo import (
     combine_rewards,
     group_advantages,
@@ -125,7 +126,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         reference: torch.nn.Module | None = None,
         gradient_clip_val: float | None = 1.0,
         sampling: RolloutSampling | None = None,
-        engine=None,
+        engine: VLLMRollouts | None = None,
         importance_sampling_cap: float | None = None,
     ):
         super().__init__()
