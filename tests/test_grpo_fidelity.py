@@ -114,8 +114,8 @@ def test_dapo_under_accumulation_normalises_by_the_tokens_of_all_micro_batches(t
     rollouts = []
     sample = module.rollout
 
-    def recorded(inputs, images=None):
-        rollout = sample(inputs, images)
+    def recorded(inputs):
+        rollout = sample(inputs)
         if rollouts:  # the second batch: two tokens per row, so N_1 ≠ N_2
             rollout.completions.mask[:, 2:] = 0
         rollouts.append(rollout)

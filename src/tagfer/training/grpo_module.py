@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 import lightning as L
 import torch
@@ -79,6 +79,17 @@ def scale_gradients(parameters, factor: float) -> None:
     for parameter in parameters:
         if parameter.grad is not None:
             parameter.grad.mul_(factor)
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the ``with`` block, then back in the mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def repeat_meta(meta: dict[str, list], n: int) -> dict[str, list]:
@@ -159,16 +170,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         shard_for_strategy(self, self.model, self.reference)
 
     # ------------------------------------------------------------------------------------ rollout
-    def rollout(self, inputs, images=None) -> Rollout:
-        """``G`` completions per prompt (each image encoded once), sampled in eval mode; through the
-        engine (``images``: the batch's images, sent to the server) once its adapter is the policy's."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if self.engine is not None:
-                self.sync_engine()
-                return self.engine.rollout(self.model, self.processor, inputs, images)
-            s = self.sampling
+    def rollout(self, inputs) -> Rollout:
+        """``G`` completions per prompt (each image encoded once), sampled in eval mode."""
+        s = self.sampling
+        with eval_mode(self.model):
             return generate_rollout(
                 self.model,
                 self.processor,
@@ -180,8 +185,13 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
                 top_k=s.top_k,
                 share_images=s.share_images,
             )
-        finally:
-            self.model.train(was_training)
+
+    def engine_rollout(self, inputs, images) -> Rollout:
+        """``G`` completions per prompt sampled by the engine (``images``: the batch's, sent to the server)
+        once its adapter is the policy's (:meth:`sync_engine`)."""
+        self.sync_engine()
+        with eval_mode(self.model):
+            return self.engine.rollout(self.model, self.processor, inputs, images)
 
     def sync_engine(self) -> None:
         """Push the policy's adapter to the engine unless it already holds this ``global_step``'s weights
@@ -226,7 +236,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     def training_step(self, batch: dict, batch_index: int) -> None:
         start = time.perf_counter()
         inputs, meta = batch["inputs"], batch["meta"]
-        rollout = self.rollout(inputs, meta["image"])
+        rollout = self.rollout(inputs) if self.engine is None else self.engine_rollout(inputs, meta["image"])
         completions = rollout.completions
         generation_time = time.perf_counter() - start
         group = self.cfg.num_generations
