@@ -11,6 +11,13 @@ same reward functions (format, answer, au_grounding; TRL calls the project's cal
 in its own process, one after the other, with the same number of torch threads; after ``--warmup``
 steps, ``--steps`` optimizer steps are timed end to end (data loading and collation included).
 
+``--engine vllm``: our rollouts come from a vLLM server launched for the run (``--vllm-python``, the
+environment of ``scripts/setup_vllm.sh``; the LoRA adapter pushed after every optimizer step,
+:mod:`tagfer.training.engine_rollout`) and TRL's side runs with ``use_vllm=True`` in server mode against
+a ``trl vllm-serve`` you start (``--trl-vllm-port``; TRL syncs weights to it over NCCL, so that side
+needs a GPU). On the CPU (``--device cpu``) TRL's side cannot run: our vLLM side is compared with our
+``hf`` side instead, with the engine/trainer log-prob gap (``engine_logprob_diff_mean|max``).
+
 Reported per side: completions/s (B·G per step), generated tokens/s, seconds per optimizer step, the
 same per CPU-second of the process (``time.process_time``: robust to other jobs on a shared machine,
 where wall time is not), the fraction of the step spent generating, peak resident memory of the process
@@ -23,6 +30,7 @@ a GPU, peak RSS on the CPU; ``completions_per_cpu_s_ratio``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -30,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 def rss_mb() -> float:
@@ -73,6 +82,7 @@ def model_cfg(args):
         name_or_path=args.model_dir,
         tiny=TinyModelConfig(family="qwen2_vl", **PRESETS[args.preset]["tiny"]),
         lora=LoRAConfig(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0),
+        train_projector=args.engine != "vllm",  # vLLM's LoRA cannot carry the merger (modules_to_save)
         max_pixels=image_size(args) ** 2,
         gradient_checkpointing=args.gradient_checkpointing,
     )
@@ -114,7 +124,6 @@ def samples_and_meta(args, processor, family):
 
 # ------------------------------------------------------------------------------------------------ ours
 def run_ours(args) -> dict:
-    import lightning as L
     import torch
 
     from tagfer.models.loader import load_vlm
@@ -128,11 +137,46 @@ def run_ours(args) -> dict:
     model, processor, family = load_vlm(mcfg, for_training=True)
     policy = prepare_policy(model, mcfg)
     samples, collate, _ = samples_and_meta(args, processor, family)
-    module = GRPOModule(
-        policy, processor, rcfg, build_rewards(rcfg.rewards), **module_settings(rcfg), convention="norm1000", gradient_clip_val=1.0
-    )
+    with ExitStack() as stack:
+        engine = stack.enter_context(vllm_engine(args, policy, processor, collate.prompt, rcfg)) if args.engine == "vllm" else None
+        module = GRPOModule(
+            policy, processor, build_rewards(rcfg.rewards), **module_settings(rcfg), convention="norm1000",
+            gradient_clip_val=1.0, engine=engine, importance_sampling_cap=args.tis_cap,
+        )  # fmt: skip
+        return fit_ours(args, module, samples, collate, version=f"tagfer ({args.engine})")
+
+
+@contextmanager
+def vllm_engine(args, policy, processor, prompt: str, rcfg):
+    """Our rollout engine for ``--engine vllm``: a server launched on the base model for the run."""
+    from tagfer.config import VLLMConfig
+    from tagfer.models.engine import vllm_endpoint
+    from tagfer.models.generation import eos_token_ids, suppressed_token_ids
+    from tagfer.models.openai_endpoint import ChatClient
+    from tagfer.training.engine_rollout import LOGPROBS_MODE_ARGS, VLLMRollouts
+    from tagfer.training.rollout import RolloutSampling
+
+    cpu = args.device == "cpu"
+    server_args = ["--dtype", "float32" if cpu else "bfloat16", "--max-model-len", "4096", *LOGPROBS_MODE_ARGS, *args.vllm_arg]
+    vllm_cfg = VLLMConfig(python=args.vllm_python, args=server_args, env={"VLLM_CPU_KVCACHE_SPACE": "2"} if cpu else {}, concurrency=args.batch)
+    with vllm_endpoint(vllm_cfg, args.model_dir, enable_lora=True, max_lora_rank=max(16, args.lora_r)) as settings:
+        yield VLLMRollouts(
+            ChatClient(dataclasses.replace(settings, model="policy")),
+            Path(tempfile.mkdtemp(prefix="grpo-vllm-adapter-")) / "adapter",
+            prompt=prompt,
+            sampling=RolloutSampling.of(rcfg),
+            eos_ids=eos_token_ids(policy, processor),
+            banned_token_ids=suppressed_token_ids(processor),
+        )
+
+
+def fit_ours(args, module, samples, collate, *, version: str) -> dict:
+    import lightning as L
+    import torch
+
     loader = torch.utils.data.DataLoader(samples, batch_size=args.batch, shuffle=False, collate_fn=collate)
     timer = StepTimer(args.warmup)
+    gaps: list[tuple[float, float]] = []
 
     class Record(L.Callback):
         def on_train_start(self, trainer, pl_module):
@@ -144,14 +188,21 @@ def run_ours(args) -> dict:
                 tokens=float(metrics["num_tokens"]),
                 generation_s=float(metrics["generation_time_fraction"]) * float(metrics["step_time"]),
             )
+            if "train/engine_logprob_diff_mean" in metrics:
+                gaps.append((float(metrics["train/engine_logprob_diff_mean"]), float(metrics["train/engine_logprob_diff_max"])))
 
     trainer = L.Trainer(
         accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, max_steps=args.warmup + args.steps,
-        precision="bf16-mixed" if args.device == "cuda" else "32-true",  # = TRL's bf16=True (autocast) logger=False, enable_checkpointing=False,
+        precision="bf16-mixed" if args.device == "cuda" else "32-true",  # = TRL's bf16=True (autocast)
+        logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Record()],
     )
     trainer.fit(module, loader)
-    return timer.result(args, version="tagfer")
+    result = timer.result(args, version=version)
+    if gaps:
+        result["engine_logprob_diff_mean"] = sum(mean for mean, _ in gaps) / len(gaps)
+        result["engine_logprob_diff_max"] = max(largest for _, largest in gaps)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------- TRL
@@ -209,6 +260,7 @@ def run_trl(args) -> dict:
         seed=0,
         log_completions=False,
         disable_tqdm=True,
+        **trl_vllm_options(args, GRPOConfig.__dataclass_fields__),
     )
     timer = StepTimer(args.warmup)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset, processing_class=processor, peft_config=lora_config(mcfg))
@@ -239,6 +291,20 @@ def run_trl(args) -> dict:
     trainer.add_callback(Record())
     trainer.train()
     return timer.result(args, version=trl.__version__)
+
+
+def trl_vllm_options(args, config_fields) -> dict:
+    """TRL's ``use_vllm`` server mode (``--engine vllm``): a ``trl vllm-serve`` on ``--trl-vllm-port``, TIS as
+    ours (per-token truncation; ``vllm_importance_sampling_mode`` where this TRL has it)."""
+    if args.engine != "vllm":
+        return {}
+    options = {"use_vllm": True, "vllm_mode": "server", "vllm_server_host": "127.0.0.1", "vllm_server_port": args.trl_vllm_port}
+    options["vllm_importance_sampling_correction"] = args.tis_cap is not None
+    if args.tis_cap is not None:
+        options["vllm_importance_sampling_cap"] = args.tis_cap
+        if "vllm_importance_sampling_mode" in config_fields:
+            options["vllm_importance_sampling_mode"] = "token_truncate"
+    return options
 
 
 def trl_reward(callback, by_id: dict):
@@ -325,9 +391,10 @@ def side_main(args) -> None:
 def run_side(side: str, args, out_dir: Path) -> dict:
     result = out_dir / f"{side}.json"
     command = [sys.executable, __file__, "--side", side, "--result", str(result)]
-    for key in ("steps", "warmup", "batch", "group", "max_new_tokens", "temperature", "beta", "lr", "lora_r", "preset", "image_size", "micro_batch", "threads", "device", "model_dir"):
+    for key in ("steps", "warmup", "batch", "group", "max_new_tokens", "temperature", "beta", "lr", "lora_r", "preset", "image_size", "micro_batch", "threads", "device", "model_dir", "engine", "vllm_python", "trl_vllm_port", "tis_cap"):
         if getattr(args, key) is not None:
             command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    command += [f"--vllm-arg={value}" for value in args.vllm_arg]
     command.append("--share-images" if args.share_images else "--no-share-images")
     command.append("--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -338,6 +405,7 @@ def run_side(side: str, args, out_dir: Path) -> dict:
 
 
 def table(ours: dict, theirs: dict) -> str:
+    """Markdown rows ours vs theirs (``theirs`` is TRL, or our ``hf`` side on the CPU with ``--engine vllm``)."""
     rows = [
         ("completions/s", "completions_per_s", "{:.2f}"),
         ("generated tokens/s", "tokens_per_s", "{:.1f}"),
@@ -349,11 +417,15 @@ def table(ours: dict, theirs: dict) -> str:
         ("RSS rise in training (MiB)", "rss_rise_mb", "{:.0f}"),
         ("peak GPU memory allocated (MiB)", "peak_gpu_mb", "{:.0f}"),
     ]
-    lines = [f"| metric | tagfer | TRL {theirs['version']} | ratio (ours/TRL) |", "|---|---:|---:|---:|"]
+    name = theirs["version"] if theirs["version"].startswith("tagfer") else f"TRL {theirs['version']}"
+    lines = [f"| metric | {ours['version']} | {name} | ratio |", "|---|---:|---:|---:|"]
     for label, key, fmt in rows:
         if ours[key] != ours[key]:  # NaN: not measured on this device
             continue
         lines.append(f"| {label} | {fmt.format(ours[key])} | {fmt.format(theirs[key])} | {ours[key] / theirs[key]:.2f} |")
+    for key in ("engine_logprob_diff_mean", "engine_logprob_diff_max"):
+        if key in ours:
+            lines.append(f"| {key} (vLLM vs policy log-probs) | {ours[key]:.2e} | | |")
     return "\n".join(lines)
 
 
@@ -374,11 +446,17 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                         help="activation checkpointing on both sides (TRL's default is on)")
-    parser.add_argument("--model-dir", default=None, help="tiny Qwen2-VL directory (built in a temp dir when omitted)")
+    parser.add_argument("--model-dir", default=None, help="tiny Qwen2-VL directory (built there when missing; in a temp dir when omitted)")
     parser.add_argument("--share-images", action=argparse.BooleanOptionalAction, default=True,
                         help="ours: encode each image once per group (rl.share_image_features)")
     parser.add_argument("--micro-batch", type=int, default=None, help="ours: rl.logprob_micro_batch (rows per log-prob pass, 0 = all; default: the config's)")
     parser.add_argument("--levers", action="store_true", help="only our side, once per speed lever switched off")
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="rollouts: in-process generate, or vLLM on both sides")
+    parser.add_argument("--vllm-python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"),
+                        help="ours, --engine vllm: the vLLM environment's interpreter (scripts/setup_vllm.sh)")
+    parser.add_argument("--vllm-arg", action="append", default=[], help="ours, --engine vllm: one more server argument (repeat)")
+    parser.add_argument("--trl-vllm-port", type=int, default=8000, help="TRL, --engine vllm: port of the `trl vllm-serve` you started")
+    parser.add_argument("--tis-cap", type=float, default=None, help="--engine vllm: truncated importance sampling cap on both sides (default off)")
     parser.add_argument("--side", choices=("ours", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -386,25 +464,29 @@ def main() -> None:
         side_main(args)
         return
     with tempfile.TemporaryDirectory(prefix="grpo-vs-trl-") as tmp:
-        if args.model_dir is None:
+        if args.model_dir is None or not Path(args.model_dir).exists():  # a named directory is kept (a server can load it)
             from tagfer.models.tiny import build_tiny_model
 
-            args.model_dir = str(Path(tmp) / "tiny")
+            args.model_dir = args.model_dir or str(Path(tmp) / "tiny")
             build_tiny_model(model_cfg(args), Path(args.model_dir))
         if args.levers:
             print(describe(args))
             print(lever_table(args, Path(tmp)))
             return
         ours = run_side("ours", args, Path(tmp))
-        theirs = run_side("trl", args, Path(tmp))
+        if args.engine == "vllm" and args.device == "cpu":  # TRL's vLLM weight sync is NCCL: compare with our hf side
+            print("TRL use_vllm=True needs a GPU (NCCL weight sync to `trl vllm-serve`): comparing with our hf rollouts instead")
+            theirs = run_side("ours", argparse.Namespace(**{**vars(args), "engine": "hf"}), Path(tmp))
+        else:
+            theirs = run_side("trl", args, Path(tmp))
     print(describe(args))
     print(table(ours, theirs))
     print(json.dumps({
         "completions_per_s_ratio": round(ours["completions_per_s"] / theirs["completions_per_s"], 3),
         "peak_memory_ratio": round(ours[memory_key(args)] / theirs[memory_key(args)], 3),
         "completions_per_cpu_s_ratio": round(ours["completions_per_cpu_s"] / theirs["completions_per_cpu_s"], 3),
-        "trl_version": theirs["version"],
-        "generation_fraction": {"tagfer": round(ours["generation_fraction"], 3), "trl": round(theirs["generation_fraction"], 3)},
+        **({"versus": theirs["version"]} if theirs["version"].startswith("tagfer") else {"trl_version": theirs["version"]}),
+        "generation_fraction": {ours["version"]: round(ours["generation_fraction"], 3), theirs["version"]: round(theirs["generation_fraction"], 3)},
     }))
 
 

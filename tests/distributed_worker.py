@@ -212,7 +212,7 @@ def grpo_module(args):
         rewards.append(NaNOnRank(args.nan_reward_rank))
     reference = frozen_reference_copy(model)
     module = FixedRolloutGRPO(
-        model, processor, cfg, rewards, **module_settings(cfg), convention=space.convention, reference=reference, gradient_clip_val=1.0
+        model, processor, rewards, **module_settings(cfg), convention=space.convention, reference=reference, gradient_clip_val=1.0
     )
     return module, processor, space
 

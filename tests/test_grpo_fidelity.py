@@ -78,7 +78,7 @@ def test_cosine_lr_decays_monotonically_to_its_floor_over_the_run(tiny_qwen2_vl_
     policy, processor = policy_and_processor(tiny_qwen2_vl_dir)
     cfg = RLConfig(num_generations=G, max_new_tokens=4, beta=0.0, num_iterations=iterations, gradient_accumulation_steps=accumulation)
     cfg.optim.lr, cfg.optim.scheduler, cfg.optim.warmup_ratio = 1e-3, "cosine", 0.2
-    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
+    module = GRPOModule(policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
     module.score = lambda batch: fixed_scores(len(batch))
     used: list[float] = []
     original = module.configure_optimizers
@@ -107,7 +107,7 @@ def test_dapo_under_accumulation_normalises_by_the_tokens_of_all_micro_batches(t
     policy, processor = policy_and_processor(tiny_qwen2_vl_dir)
     initial = copy.deepcopy(policy)
     cfg = RLConfig(num_generations=G, max_new_tokens=6, beta=0.0, loss_type="dapo", gradient_accumulation_steps=2)
-    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000", gradient_clip_val=None)
+    module = GRPOModule(policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000", gradient_clip_val=None)
     module.score = lambda batch: fixed_scores(len(batch))
     module.configure_optimizers = lambda: {
         "optimizer": (sgd := torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=1.0)),
@@ -128,7 +128,7 @@ def test_dapo_under_accumulation_normalises_by_the_tokens_of_all_micro_batches(t
     counts = [float(r.completions.mask.sum()) for r in rollouts]
     assert len(rollouts) == 2 and counts[0] != counts[1]
 
-    reference = GRPOModule(initial, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
+    reference = GRPOModule(initial, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
     reference.train()
     total = 0.0
     for rollout in rollouts:
@@ -154,7 +154,7 @@ def test_log_prob_passes_see_no_dropout(tiny_qwen2_vl_dir):
     policy, processor = policy_and_processor(tiny_qwen2_vl_dir, lora=LoRAConfig(r=8, alpha=16, dropout=0.5))
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in policy.modules())
     cfg = RLConfig(num_generations=G, max_new_tokens=5, beta=0.0)
-    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
+    module = GRPOModule(policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
     batch = PromptCollator(processor, ModelSpace.of(processor, "qwen2_vl"))(face_samples(2))
     rollout = module.rollout(batch["inputs"])
     rows = slice(0, len(rollout))
@@ -199,7 +199,7 @@ def test_a_step_parses_each_completion_once_and_every_reward_reads_that_parse(ti
 
     rewards = [Observed(callback) for callback in build_rewards(cfg.rewards)]
     assert [r.name for r in rewards] == ["format", "answer", "au_grounding"]
-    module = GRPOModule(policy, processor, cfg, rewards, **module_settings(cfg), convention="norm1000")
+    module = GRPOModule(policy, processor, rewards, **module_settings(cfg), convention="norm1000")
     fit(module, processor, samples=2, max_steps=2)
     assert module.global_step == 2
     assert len(parses) == 2 * G  # 2 steps × B·G completions, one parse each

@@ -18,6 +18,7 @@ from PIL import Image
 
 from tagfer.models.openai_endpoint import ChatClient, EndpointError, EndpointSettings, Sampling, backoff_delay, chat_body
 from tagfer.models.vllm_server import ServerError, ServerSpec, launched_server, server_command
+from vllm_support import group_alive
 
 FAKE = str(Path(__file__).with_name("fake_openai_server.py"))
 IMAGES = [Image.fromarray(np.full((8, 8, 3), i * 30, dtype=np.uint8)) for i in range(5)]
@@ -33,14 +34,6 @@ def client(server, *, sleeps: list | None = None, **settings) -> ChatClient:
     return ChatClient(EndpointSettings(**(options | settings)), sleep=(sleeps.append if sleeps is not None else time.sleep))
 
 
-def group_alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def test_backoff_doubles_up_to_the_cap():
     assert [backoff_delay(r, 0.5, 3.0) for r in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
@@ -48,11 +41,11 @@ def test_backoff_doubles_up_to_the_cap():
 def test_sampling_is_explicit_and_greedy_turns_sampling_knobs_off():
     greedy = Sampling(max_new_tokens=7).request_fields()
     assert greedy == {
-        "max_tokens": 7, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
+        "max_tokens": 7, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "min_p": 0.0,
         "presence_penalty": 0.0, "frequency_penalty": 0.0, "n": 1, "return_token_ids": True,
     }  # fmt: skip
     plain = Sampling(max_new_tokens=7, temperature=0.5, top_k=3).request_fields(extensions=False)
-    assert not {"top_k", "repetition_penalty", "return_token_ids"} & set(plain) and plain["temperature"] == 0.5
+    assert not {"top_k", "repetition_penalty", "min_p", "return_token_ids"} & set(plain) and plain["temperature"] == 0.5
     assert Sampling(max_new_tokens=1, banned_token_ids=(5, 9)).request_fields()["logit_bias"] == {"5": -100, "9": -100}
     sampled = Sampling(max_new_tokens=7, temperature=0.7, top_p=0.9, top_k=20, seed=3).request_fields()
     assert (sampled["temperature"], sampled["top_p"], sampled["top_k"], sampled["seed"]) == (0.7, 0.9, 20, 3)

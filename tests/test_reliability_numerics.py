@@ -165,7 +165,7 @@ class NaNReward(RewardCallback):
 def grpo_setup(policy, tmp_path, rewards, steps: int, max_skips: int = 10):
     model, processor, space = policy
     rl = RLConfig(optim=OPTIM, num_generations=2, max_new_tokens=6, beta=0.04, max_consecutive_skips=max_skips, logprob_micro_batch=0)
-    module = GRPOModule(model, processor, rl, rewards, **module_settings(rl), convention=space.convention, gradient_clip_val=1.0)
+    module = GRPOModule(model, processor, rewards, **module_settings(rl), convention=space.convention, gradient_clip_val=1.0)
     data = Samples(face_samples(2 * (steps + 4)), PromptCollator(processor, space), batch_size=2)
     return run_config(tmp_path, **{"trainer.max_steps": steps}), module, data
 

@@ -106,7 +106,7 @@ def test_old_logprobs_of_the_first_inner_iteration_equal_a_separate_pass(tiny_qw
     """μ > 1: the first iteration's detached log-probs replace the old-policy pass (same weights)."""
     policy, processor, batch = policy_and_batch(tiny_qwen2_vl_dir, "qwen2_vl")
     cfg = RLConfig(num_generations=G, max_new_tokens=6, num_iterations=2)
-    module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
+    module = GRPOModule(policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
     rollout = module.rollout(batch["inputs"])
     separate = module._fixed_logprobs(module.model, rollout)
     first_iteration, _ = module.completion_logprobs(module.model, rollout, slice(0, len(rollout)), with_entropy=True)
@@ -137,7 +137,7 @@ def test_chunked_logprob_passes_give_the_same_update_in_one_process(tiny_qwen2_v
         policy, processor, _ = policy_and_batch(tiny_qwen2_vl_dir, "qwen2_vl")
         cfg = RLConfig(num_generations=G, max_new_tokens=6, logprob_micro_batch=micro_batch, gradient_accumulation_steps=2, loss_type="bnpo")
         cfg.optim.lr = 1e-2
-        module = GRPOModule(policy, processor, cfg, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
+        module = GRPOModule(policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
         module.score = lambda batch: torch.arange(len(batch), dtype=torch.float32).reshape(-1, 1).repeat(1, 3) % 2
         loader = torch.utils.data.DataLoader(face_samples(4), batch_size=2, collate_fn=PromptCollator(processor, ModelSpace.of(processor, "qwen2_vl")))
         torch.manual_seed(1)

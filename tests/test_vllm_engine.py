@@ -25,12 +25,9 @@ from tagfer.models.policy import prepare_policy
 from tagfer.models.vllm_lora import push_adapter
 from tagfer.reasoning.build import loaded_teacher
 from tagfer.reasoning.teacher import TeacherOptions, TeacherSample, run_teacher
+from vllm_support import VLLM_MARKS, VLLM_PYTHON
 
-VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason="no vLLM environment (scripts/setup_vllm.sh)"),
-]
+pytestmark = VLLM_MARKS
 LORA_RANK = 8
 TOKENS = 16
 

@@ -316,6 +316,9 @@ class RLConfig:
     kl_clamp: float = 20.0  # |ref − logp| clamp before exp in the k3 KL
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run stops
     share_image_features: bool = True  # encode each image once per group (False: the plain path, G encodings)
+    # engine.backend vllm: truncated importance sampling (TRL's TIS) of the policy loss, per token
+    # w = min(exp(logp_old − logp_vllm), cap); null: off
+    vllm_importance_sampling_cap: Optional[float] = None
     rewards: list[RewardSpec] = field(
         default_factory=lambda: [
             RewardSpec(name="format", weight=1.0),

@@ -48,25 +48,34 @@ class Sampling:
     top_k: int = 0
     seed: int | None = None
     banned_token_ids: tuple[int, ...] = ()
+    n: int = 1
+    logprobs: bool = False
 
     def request_fields(self, *, extensions: bool = True) -> dict[str, Any]:
         """The request body's sampling fields, every one stated. With ``extensions`` (a vLLM server) also
-        vLLM's ``top_k`` (-1 = off), ``repetition_penalty`` and ``return_token_ids``; without (a hosted
-        API that rejects unknown fields) only the OpenAI ones."""
+        vLLM's ``top_k`` (-1 = off), ``repetition_penalty``, ``min_p`` (0 = off) and ``return_token_ids``; without (a hosted
+        API that rejects unknown fields) only the OpenAI ones. ``n`` completions per request; with
+        ``logprobs`` each sampled token's log-prob comes back (``top_logprobs`` 0: the sampled token only;
+        on vLLM ``return_tokens_as_token_ids`` names it ``token_id:<id>``)."""
         fields: dict[str, Any] = {
             "max_tokens": int(self.max_new_tokens),
             "temperature": float(self.temperature),
             "top_p": float(self.top_p) if self.temperature > 0 else 1.0,
             "presence_penalty": 0.0,
             "frequency_penalty": 0.0,
-            "n": 1,
+            "n": int(self.n),
         }
         if self.banned_token_ids:
             fields["logit_bias"] = {str(int(i)): -100 for i in self.banned_token_ids}
+        if self.logprobs:
+            fields["logprobs"], fields["top_logprobs"] = True, 0
         if extensions:
             fields["top_k"] = int(self.top_k) if self.temperature > 0 and self.top_k > 0 else -1
             fields["repetition_penalty"] = 1.0
+            fields["min_p"] = 0.0
             fields["return_token_ids"] = True
+            if self.logprobs:
+                fields["return_tokens_as_token_ids"] = True
         if self.seed is not None:
             fields["seed"] = int(self.seed)
         return fields
@@ -134,11 +143,47 @@ def chat_body(
 @dataclass(frozen=True)
 class Completion:
     """One answer: its ``text``, whether it hit ``max_new_tokens`` (``finish_reason`` "length") and, from
-    a vLLM server, the generated ``token_ids`` (None elsewhere)."""
+    a vLLM server, the generated ``token_ids`` (None elsewhere); with :attr:`Sampling.logprobs` the
+    engine's log-prob of each generated token (``logprobs[t]`` belongs to ``token_ids[t]``)."""
 
     text: str
     truncated: bool
     token_ids: tuple[int, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to one request: the ``n`` completions in ``index`` order and, from a vLLM server, the
+    ``prompt_token_ids`` it generated after (the chat template and image tokens as the server rendered them)."""
+
+    completions: tuple[Completion, ...]
+    prompt_token_ids: tuple[int, ...] | None = None
+
+
+def parse_choice(choice: dict) -> Completion:
+    """A :class:`Completion` from one ``choices`` entry. With log-probs, each ``logprobs.content`` entry must
+    name its token as ``token_id:<id>`` equal to ``token_ids`` at that position (else ValueError): the
+    log-probs are then known to belong to exactly the returned tokens."""
+    ids = choice.get("token_ids")
+    ids = None if ids is None else tuple(int(i) for i in ids)
+    content = (choice.get("logprobs") or {}).get("content")
+    logprobs = None
+    if content is not None:
+        named = [entry["token"] for entry in content]
+        if ids is None or named != [f"token_id:{i}" for i in ids]:
+            raise ValueError(f"log-probs name tokens {named[:8]}... that are not the returned token_ids {list(ids or ())[:8]}...")
+        logprobs = tuple(float(entry["logprob"]) for entry in content)
+    return Completion(choice["message"]["content"] or "", choice.get("finish_reason") == "length", ids, logprobs)
+
+
+def parse_answer(payload: dict, n: int) -> Answer:
+    """An :class:`Answer` from a chat-completions response holding ``n`` choices (else ValueError)."""
+    choices = sorted(payload["choices"], key=lambda choice: choice["index"])
+    if [choice["index"] for choice in choices] != list(range(n)):
+        raise ValueError(f"expected choices 0..{n - 1}, got indices {[choice['index'] for choice in choices]}")
+    prompt = payload.get("prompt_token_ids")
+    return Answer(tuple(parse_choice(choice) for choice in choices), None if prompt is None else tuple(int(i) for i in prompt))
 
 
 class _Retryable(Exception):
@@ -157,7 +202,11 @@ class ChatClient:
         return [c.text for c in self.completions(images, prompts, sampling)]
 
     def completions(self, images: Sequence[Any], prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        """One :class:`Completion` per prompt, in order. Raises :class:`EndpointError`."""
+        """One :class:`Completion` per prompt (the first of its ``n``), in order. Raises :class:`EndpointError`."""
+        return [answer.completions[0] for answer in self.answers(images, prompts, sampling)]
+
+    def answers(self, images: Sequence[Any], prompts: Sequence[str], sampling: Sampling) -> list[Answer]:
+        """One :class:`Answer` (``sampling.n`` completions) per prompt, in order. Raises :class:`EndpointError`."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
         s = self.settings
@@ -167,14 +216,12 @@ class ChatClient:
         with ThreadPoolExecutor(max_workers=min(s.concurrency, len(bodies))) as pool:
             return list(pool.map(self._chat, bodies))
 
-    def _chat(self, body: dict) -> Completion:
+    def _chat(self, body: dict) -> Answer:
         payload = self.post("/chat/completions", body)
         try:
-            choice = payload["choices"][0]
-            ids = choice.get("token_ids")
-            return Completion(choice["message"]["content"] or "", choice.get("finish_reason") == "length", None if ids is None else tuple(ids))
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise EndpointError(f"{self.settings.base_url}: unexpected response {json.dumps(payload)[:300]}") from None
+            return parse_answer(payload, body["n"])
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+            raise EndpointError(f"{self.settings.base_url}: unexpected response ({err}): {json.dumps(payload)[:300]}") from None
 
     def post(self, path: str, body: dict) -> Any:
         """POST ``body`` to ``base_url + path`` with the retries of the module docstring; the JSON answer

@@ -271,6 +271,30 @@ def token_entropies(logits: torch.Tensor, temperature: float = 1.0) -> torch.Ten
     return _rowwise(logits, temperature, lambda z, _: torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1))
 
 
+# ------------------------------------------------------------------------ engine/trainer mismatch
+def truncated_importance_weights(old_logps: torch.Tensor, engine_logps: torch.Tensor, cap: float) -> torch.Tensor:
+    """TRL's truncated importance sampling (TIS) weights for completions sampled by another engine.
+
+    ``w = min(exp(old − engine), cap)`` per token, ``old`` the trainer's log-probs of the sampling policy
+    and ``engine`` the sampling engine's (vLLM) log-probs of the same tokens, both ``[N, T]``; the result
+    is detached (a constant factor on the per-token policy loss, :func:`grpo_loss`'s ``importance_weights``).
+    """
+    if old_logps.shape != engine_logps.shape:
+        raise ValueError(f"old_logps {tuple(old_logps.shape)} and engine_logps {tuple(engine_logps.shape)} must have one shape")
+    if not (math.isfinite(cap) and cap > 0.0):
+        raise ValueError(f"importance sampling cap must be a positive finite number, got {cap!r}")
+    return torch.exp(old_logps.detach() - engine_logps.to(old_logps.dtype)).clamp(max=cap)
+
+
+def logprob_gap(logps: torch.Tensor, engine_logps: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """``{"mean", "max"}`` of ``|logps − engine_logps|`` over the active tokens (``mask`` 1); 0 when none."""
+    active = mask.bool()
+    gap = (logps.detach().float() - engine_logps.float()).abs()[active]
+    if gap.numel() == 0:
+        return {"mean": 0.0, "max": 0.0}
+    return {"mean": gap.mean().item(), "max": gap.max().item()}
+
+
 # ------------------------------------------------------------------------------------------- loss
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over the active tokens (count clamped at 1), detached."""
@@ -320,6 +344,7 @@ def grpo_loss(
     num_items_in_batch: int | torch.Tensor | None = None,
     world_size: int = 1,
     entropies: torch.Tensor | None = None,
+    importance_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped GRPO surrogate with an optional KL penalty.
 
@@ -327,7 +352,7 @@ def grpo_loss(
     ``max_completion_length`` from ``objective`` (:class:`GRPOObjective`)::
 
         ρ    = exp(logp − old)                                   (1 when old_logps is None)
-        ℓ    = −min(ρ·A_i, clip(ρ, 1 − ε_low, 1 + ε_high)·A_i) + β·KL
+        ℓ    = −w·min(ρ·A_i, clip(ρ, 1 − ε_low, 1 + ε_high)·A_i) + β·KL     (w = importance_weights, else 1)
         KL   = exp(Δ) − Δ − 1,  Δ = clamp(ref − logp, −kl_clamp, kl_clamp)      (k3 estimator)
 
     The clamp is a guard against overflow (verl clamps to ±20): for ``|ref − logp| < kl_clamp`` it
@@ -358,6 +383,8 @@ def grpo_loss(
         objective: the loss settings (validated when it was built).
         num_items_in_batch, world_size: ``dapo``'s normaliser (see above).
         entropies: optional ``[N, T]`` per-token entropies, only for ``stats["entropy"]``.
+        importance_weights: optional ``[N, T]`` constant weights of the policy term (the KL term is not
+            weighted), e.g. :func:`truncated_importance_weights` for completions sampled by vLLM (TRL's TIS).
 
     Returns:
         ``(loss, stats)``: a scalar, and detached 0-dim tensors ``kl`` (mean over active tokens, when
@@ -376,6 +403,10 @@ def grpo_loss(
     ratio = torch.exp(logps - old)
     clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
     per_token = -torch.minimum(ratio * adv, clipped * adv)
+    if importance_weights is not None:
+        if importance_weights.shape != logps.shape:
+            raise ValueError(f"importance_weights shape {tuple(importance_weights.shape)} must equal logps shape {tuple(logps.shape)}")
+        per_token = per_token * torch.where(active, importance_weights.detach().to(logps.dtype), 0.0)
 
     stats: dict[str, torch.Tensor] = {}
     if ref_logps is not None:

@@ -5,7 +5,11 @@ One training step (Lightning manual optimisation) for a batch of ``B`` prompts:
 1. **Rollout** (no grad, eval mode, :func:`tagfer.training.rollout.generate_rollout`): each image encoded
    once, every prompt repeated ``G`` times (group-major rows) sharing its image's features, one batched
    ``generate`` with the KV cache → ``N = B·G`` completions and their masks (up to and including EOS).
-   Under FSDP2 the model is all-gathered once for the whole rollout.
+   Under FSDP2 the model is all-gathered once for the whole rollout. With a vLLM engine
+   (:class:`tagfer.training.engine_rollout.VLLMRollouts`) the server samples them instead; the policy's
+   LoRA adapter is pushed to it before the first rollout and before every rollout that follows an
+   optimizer step (rank 0 pushes, every rank waits at a barrier, then every rank queries the server), so
+   rollouts are on-policy. The settings are one :class:`tagfer.training.rollout.RolloutSampling`.
 2. **Rewards**: each completion is parsed once into the step's typed record
    (:class:`tagfer.training.rewards.batch.GRPOBatch`: texts, parsed traces, label ids and names, AU
    evidence and boxes, token counts); each reward callback scores every parsed completion against its
@@ -35,15 +39,18 @@ increments ``skipped_steps`` and is logged; after ``rl.max_consecutive_skips`` s
 with an error (the last good checkpoint is kept; :mod:`tagfer.training.skips`). Logged scalars follow TRL's names: ``reward``, ``reward_std``,
 ``rewards/<name>/mean|std``, ``frac_reward_zero_std``, ``kl``, ``entropy``, ``clip_ratio/*``,
 ``completions/{mean,min,max}_length``, ``completions/clipped_ratio``, ``num_tokens``, ``step_time``,
-``generation_time_fraction``, ``loss``, ``skipped_steps``.
+``generation_time_fraction``, ``loss``, ``skipped_steps``; with a vLLM engine also
+``train/engine_logprob_diff_mean|max`` (``|logp_vllm − logp_policy|`` over the active tokens, the policy's
+log-probs of the first inner iteration) and, with ``importance_sampling_cap``, the policy loss weighted per
+token by :func:`tagfer.training.grpo.truncated_importance_weights` (TRL's TIS).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 import lightning as L
 import torch
@@ -52,12 +59,23 @@ from tagfer.classes import CLASS_NAMES
 from tagfer.config import OptimConfig
 from tagfer.models.generation import Completions
 from tagfer.models.policy import disable_dropout, reference_model
-from tagfer.training.grpo import GRPOObjective, combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
+from tagfer.training.engine_rollout import VLLMRollouts
+from tagfer.training.grpo import (
+    GRPOObjective,
+    combine_rewards,
+    group_advantages,
+    group_reward_stats,
+    grpo_loss,
+    logprob_gap,
+    token_entropies,
+    token_logprobs,
+    truncated_importance_weights,
+)
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler, optimizer_steps
 from tagfer.training.rewards.base import NonFiniteRewardError, RewardCallback, reward_matrix, reward_stats
 from tagfer.training.rewards.batch import GRPOBatch
-from tagfer.training.rollout import Rollout, generate_rollout
+from tagfer.training.rollout import Rollout, RolloutSampling, generate_rollout
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
 from tagfer.training.skips import SkipsNonFiniteSteps
 
@@ -69,15 +87,23 @@ def scale_gradients(parameters, factor: float) -> None:
             parameter.grad.mul_(factor)
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the ``with`` block, then back in the mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     """GRPO on a prepared policy.
 
     Args:
         model: the policy (LoRA ``PeftModel`` or a full model), initialised from the SFT export.
         processor: its processor (decoding completions, pad/EOS ids).
-        rl_cfg: :class:`tagfer.config.RLConfig`, read for the rollout's sampling settings only
-            (``num_generations``, ``max_new_tokens``, ``temperature`` — the log-probs' too —, ``top_p``,
-            ``top_k``, ``share_image_features``).
         rewards: reward callbacks (:func:`tagfer.training.rewards.build_rewards`).
         objective: the loss settings (:func:`tagfer.training.grpo_stage.grpo_objective`).
         optim: the optimizer and schedule (:class:`tagfer.config.OptimConfig`).
@@ -87,6 +113,11 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         reference: a frozen copy of the initial policy for a full fine-tune with ``beta ≠ 0``; None for
             LoRA (adapter disabled) or ``beta = 0``.
         gradient_clip_val: max gradient norm (None: no clipping).
+        sampling: the rollout's sampling settings (``G``, ``max_new_tokens``, ``temperature`` — the
+            log-probs' too —, ``top_p``, ``top_k``, shared image features; :meth:`RolloutSampling.of`).
+        engine: a :class:`~tagfer.training.engine_rollout.VLLMRollouts` sampling the rollouts (LoRA
+            policies only), or None for in-process ``generate``.
+        importance_sampling_cap: with ``engine``, TIS weights capped at this value (None: off).
     """
 
     STAGE, SKIP_METRIC = "GRPO", "skipped_steps"  # same key and arguments as _log_step: Lightning refuses a mix
@@ -96,10 +127,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         self,
         model,
         processor,
-        rl_cfg,
         rewards: Sequence[RewardCallback],
         *,
         objective: GRPOObjective,
+        sampling: RolloutSampling,
         optim: OptimConfig,
         max_consecutive_skips: int,
         log_completions: int,
@@ -107,12 +138,13 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         classes: Sequence[str] = CLASS_NAMES,
         reference: torch.nn.Module | None = None,
         gradient_clip_val: float | None = 1.0,
+        engine: VLLMRollouts | None = None,
+        importance_sampling_cap: float | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.model = model
         self.processor = processor
-        self.cfg = rl_cfg
         self.rewards = list(rewards)
         self.objective = objective
         self.optim = optim
@@ -122,6 +154,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         self.classes = tuple(classes)
         self.reference = reference
         self.gradient_clip_val = gradient_clip_val
+        self.sampling = sampling
+        self.engine = engine
+        self.importance_sampling_cap = importance_sampling_cap
+        self._pushed_step: int | None = None  # global_step of the adapter on the engine (None: not pushed)
         self.strict_loading = False
         self.skipped_steps = 0
         self.consecutive_skips = 0
@@ -138,22 +174,37 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     # ------------------------------------------------------------------------------------ rollout
     def rollout(self, inputs) -> Rollout:
         """``G`` completions per prompt (each image encoded once), sampled in eval mode."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        s = self.sampling
+        with eval_mode(self.model):
             return generate_rollout(
                 self.model,
                 self.processor,
                 inputs,
-                self.cfg.num_generations,
-                max_new_tokens=self.cfg.max_new_tokens,
-                temperature=self.cfg.temperature,
-                top_p=self.cfg.top_p,
-                top_k=self.cfg.top_k,
-                share_images=self.cfg.share_image_features,
+                s.group_size,
+                max_new_tokens=s.max_new_tokens,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k,
+                share_images=s.share_images,
             )
-        finally:
-            self.model.train(was_training)
+
+    def engine_rollout(self, inputs, images) -> Rollout:
+        """``G`` completions per prompt sampled by the engine (``images``: the batch's, sent to the server)
+        once its adapter is the policy's (:meth:`sync_engine`)."""
+        self.sync_engine()
+        with eval_mode(self.model):
+            return self.engine.rollout(self.model, self.processor, inputs, images)
+
+    def sync_engine(self) -> None:
+        """Push the policy's adapter to the engine unless it already holds this ``global_step``'s weights
+        (first call of a run or a resume: always). Rank 0 pushes; all ranks wait for it."""
+        if self._pushed_step == self.global_step:
+            return
+        if self.global_rank == 0:
+            self.engine.push(self.model)
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier("vllm-adapter-push")
+        self._pushed_step = self.global_step
 
     def completion_logprobs(self, model, rollout: Rollout, rows: slice, *, with_entropy: bool = False):
         """Per-token log-probs ``[n, C]`` of the completion tokens of ``rows`` under ``model`` (and entropies).
@@ -164,8 +215,8 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         completion_ids = rollout.completions.ids[rows].to(self.device)
         length = completion_ids.shape[1]
         logits = model(**rollout.model_inputs(model, rows), logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
-        logps = token_logprobs(logits, completion_ids, self.cfg.temperature)
-        entropies = token_entropies(logits.detach(), self.cfg.temperature) if with_entropy else None
+        logps = token_logprobs(logits, completion_ids, self.sampling.temperature)
+        entropies = token_entropies(logits.detach(), self.sampling.temperature) if with_entropy else None
         return logps, entropies
 
     def _chunks(self, n: int) -> list[slice]:
@@ -185,7 +236,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     def training_step(self, batch: dict, batch_index: int) -> None:
         start = time.perf_counter()
         inputs, meta = batch["inputs"], batch["meta"]
-        rollout = self.rollout(inputs)
+        rollout = self.rollout(inputs) if self.engine is None else self.engine_rollout(inputs, meta["image"])
         completions = rollout.completions
         generation_time = time.perf_counter() - start
         group = rollout.group_size
@@ -221,6 +272,9 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             stats, logps = result
             if old_logps is None:
                 old_logps = logps
+        if rollout.engine_logps is not None:
+            gap = logprob_gap(old_logps, rollout.engine_logps, mask)
+            stats = {**stats, "train/engine_logprob_diff_mean": gap["mean"], "train/engine_logprob_diff_max": gap["max"]}
         self.consecutive_skips = 0
         self._log_step(per_function, rewards, group, completions, stats, start, generation_time, mask)
         if batch_index % max(1, self.trainer.log_every_n_steps * 10) == 0:
@@ -259,6 +313,10 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
             sync_context = nullcontext if synced else getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
             logps, entropies = self.completion_logprobs(self.model, rollout, rows, with_entropy=True)
             all_logps.append(logps.detach())
+            weights = None
+            if self.importance_sampling_cap is not None and rollout.engine_logps is not None:
+                old = logps if old_logps is None else old_logps[rows]
+                weights = truncated_importance_weights(old, rollout.engine_logps[rows], self.importance_sampling_cap)
             loss, stats = grpo_loss(
                 logps,
                 None if old_logps is None else old_logps[rows],
@@ -269,6 +327,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
                 num_items_in_batch=tokens_global,
                 world_size=self.trainer.world_size,
                 entropies=entropies,
+                importance_weights=weights,
             )
             loss = loss * self._chunk_weight(rows, mask, n)
             total_loss += float(loss.detach()) / accumulation

@@ -3,7 +3,7 @@ the model has loaded.
 
 :func:`preflight` collects every problem it finds — a dataset root that does not exist, an AU cache built
 by another detector or box mode, a missing model / ``model.init_from`` / ``trainer.resume`` /
-external-detector path — and raises one :class:`tagfer.config.ConfigError` listing them, each with the
+external-detector path, an RL ``engine.backend: vllm`` the policy cannot use — and raises one :class:`tagfer.config.ConfigError` listing them, each with the
 key at fault and the fix. (Unknown keys and wrong types were already refused by
 :func:`tagfer.config.load_config`; a checkpoint of another model is refused by
 :func:`tagfer.training.resume.check_resume` once the model exists.)
@@ -34,6 +34,8 @@ def preflight_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
     starts from); they are not reported missing.
     """
     problems = [*_dataset_problems(cfg), *_model_problems(cfg, produced)]
+    if cfg.stage == "rl" and cfg.engine.backend == "vllm":
+        problems += rollout_engine_problems(cfg)
     resume = cfg.trainer.resume
     if resume not in (None, "auto") and not Path(resume).exists():
         problems.append(f"trainer.resume={resume!r}: no such checkpoint; use 'auto' (resume from run_dir if possible) or null (start fresh)")
@@ -72,6 +74,31 @@ def _model_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
         ]
     return []
 
+
+
+def rollout_engine_problems(cfg) -> list[str]:
+    """Why ``engine.backend: vllm`` cannot roll out for this RL config (:mod:`tagfer.training.grpo_stage`)."""
+    problems = []
+    if cfg.model.finetune != "lora":
+        problems.append(
+            "engine.backend=vllm in the RL stage needs model.finetune=lora (its adapter is pushed to the server after every "
+            "optimizer step); a full fine-tune rolls out with engine.backend=hf"
+        )
+    if cfg.model.finetune == "lora" and cfg.model.train_projector:
+        problems.append("engine.backend=vllm in the RL stage needs model.train_projector=false (vLLM's LoRA cannot carry the vision merger)")
+    if cfg.trainer.strategy == "fsdp":
+        problems.append("engine.backend=vllm in the RL stage does not run under trainer.strategy=fsdp; use ddp or one process")
+    processes = (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1) * int(cfg.trainer.num_nodes)
+    if cfg.engine.vllm.url:
+        return problems
+    if processes > 1:
+        problems.append(
+            "engine.backend=vllm with several processes needs engine.vllm.url: one server for all ranks, started on the RL base "
+            "with --enable-lora --logprobs-mode processed_logprobs (a launched server is for one process)"
+        )
+    if not Path(cfg.engine.vllm.python).is_file():
+        problems.append(f"engine.vllm.python={cfg.engine.vllm.python!r} does not exist; create the vLLM environment with scripts/setup_vllm.sh")
+    return problems
 
 
 def stage_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:

@@ -12,10 +12,15 @@ its own weights (a trainable projector needs the gradient; LoRA's reference uses
 With ``share_images=False`` — or a transformers release whose models do not take ``mm_encoder_outputs``
 — every row carries its own copy of the pixels (the plain transformers path, kept to measure the saving
 and as the fallback).
+
+The sampling settings are one :class:`RolloutSampling` value, built once by the recipe. Completions
+sampled elsewhere (a vLLM server, :mod:`tagfer.training.engine_rollout`) become the same
+:class:`Rollout` through :func:`rollout_from_completions`, carrying the engine's per-token log-probs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,47 @@ from tagfer.models.fsdp import unsharded
 from tagfer.models.generation import Completions, generate_completions
 from tagfer.models.image_features import can_share_images, encode_images, vision_is_frozen, with_image_features
 from tagfer.models.inputs import append_completions, repeat_inputs, select_rows
+
+
+@dataclass(frozen=True)
+class RolloutSampling:
+    """How rollouts are sampled, every setting explicit (never the checkpoint's ``generation_config``).
+
+    Attributes:
+        group_size: ``G`` completions per prompt.
+        max_new_tokens: completion length cap.
+        temperature: > 0; the policy's log-probs are taken at the same temperature.
+        top_p: nucleus mass (1 = off).
+        top_k: top-k cut (0 = off).
+        share_images: encode each image once per group (:class:`Rollout`).
+    """
+
+    group_size: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    share_images: bool = True
+
+    def __post_init__(self) -> None:
+        if self.group_size < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"rollout sampling: group_size ({self.group_size}) and max_new_tokens ({self.max_new_tokens}) must be ≥ 1")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"rollout sampling: temperature must be > 0 (GRPO samples), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
+            raise ValueError(f"rollout sampling: need 0 < top_p ≤ 1 and top_k ≥ 0, got {self.top_p}, {self.top_k}")
+
+    @classmethod
+    def of(cls, rl_cfg: Any) -> "RolloutSampling":
+        """The settings of an ``rl`` config section (:class:`tagfer.config.RLConfig`)."""
+        return cls(
+            group_size=int(rl_cfg.num_generations),
+            max_new_tokens=int(rl_cfg.max_new_tokens),
+            temperature=float(rl_cfg.temperature),
+            top_p=float(rl_cfg.top_p),
+            top_k=int(rl_cfg.top_k),
+            share_images=bool(rl_cfg.share_image_features),
+        )
 
 
 @dataclass
@@ -40,6 +86,8 @@ class Rollout:
         group_size: ``G``.
         features: vision features of the ``B`` images reused by every pass, or None (each pass encodes).
         share_images: False → ``sequences`` carries repeated pixels and passes use the plain path.
+        engine_logps: ``[B·G, C]`` the sampling engine's log-prob of each completion token (0 on padding),
+            when the completions came from an engine that reports them (vLLM); None for ``hf``.
     """
 
     prompts: Mapping[str, torch.Tensor]
@@ -48,6 +96,7 @@ class Rollout:
     group_size: int
     features: Any | None
     share_images: bool = True
+    engine_logps: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.completions.ids.shape[0]
@@ -101,3 +150,36 @@ def generate_rollout(
             kept = None
     sequences = append_completions(tokens, completions.ids, completions.mask)
     return Rollout(prompts, sequences, completions, group_size, kept, share_images)
+
+
+@torch.no_grad()
+def rollout_from_completions(
+    model: torch.nn.Module,
+    prompts: Mapping[str, torch.Tensor],
+    completions: Completions,
+    group_size: int,
+    *,
+    share_images: bool = True,
+    engine_logps: torch.Tensor | None = None,
+) -> Rollout:
+    """The :class:`Rollout` of completions sampled elsewhere: ``completions`` are ``B·G`` rows, group-major,
+    for the ``B`` prompts of ``prompts``; the frozen vision tower's features are computed here once (as
+    :func:`generate_rollout` keeps them), else each pass encodes its images."""
+    rows = prompts["input_ids"].shape[0] * group_size
+    if completions.ids.shape[0] != rows or (engine_logps is not None and engine_logps.shape != completions.ids.shape):
+        raise ValueError(
+            f"{completions.ids.shape[0]} completions (log-probs {None if engine_logps is None else tuple(engine_logps.shape)}) "
+            f"for {prompts['input_ids'].shape[0]} prompts × {group_size}"
+        )
+    share_images = share_images and can_share_images(model)
+    kept = None
+    if share_images:
+        tokens = repeat_inputs({k: v for k, v in prompts.items() if k != "pixel_values"}, group_size)
+        if vision_is_frozen(model):
+            with unsharded(model):
+                kept = encode_images(model, prompts["pixel_values"], prompts["image_grid_thw"])
+    else:
+        tokens = repeat_inputs(prompts, group_size)
+    device = prompts["input_ids"].device
+    sequences = append_completions(tokens, completions.ids.to(device), completions.mask.to(device))
+    return Rollout(prompts, sequences, completions, group_size, kept, share_images, engine_logps)
