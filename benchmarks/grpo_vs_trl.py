@@ -67,7 +67,7 @@ PRESETS = {
 
 
 def model_cfg(args):
-    from tagfer.config import LoRAConfig, ModelConfig, TinyModelConfig
+    from tagfer.core.config import LoRAConfig, ModelConfig, TinyModelConfig
 
     return ModelConfig(
         name_or_path=args.model_dir,
@@ -83,7 +83,7 @@ def image_size(args) -> int:
 
 
 def rl_cfg(args):
-    from tagfer.config import OptimConfig, RLConfig, RewardSpec
+    from tagfer.core.config import OptimConfig, RLConfig, RewardSpec
 
     return RLConfig(
         optim=OptimConfig(lr=args.lr, scheduler="constant", warmup_ratio=0.0, weight_decay=0.0),
@@ -103,7 +103,7 @@ def samples_and_meta(args, processor, family):
     """The synthetic faces and, per sample id, the reward metadata the collator computes."""
     from tagfer.data.face_samples import face_samples
     from tagfer.models.space import ModelSpace
-    from tagfer.training.collate import PromptCollator
+    from tagfer.models.collate import PromptCollator
 
     samples = face_samples((args.warmup + args.steps) * args.batch, image_size=image_size(args))
     collate = PromptCollator(processor, ModelSpace.of(processor, family))
@@ -162,7 +162,7 @@ def run_trl(args) -> dict:
     from tagfer.models.inputs import to_pil
     from tagfer.models.loader import load_vlm
     from tagfer.models.policy import lora_config
-    from tagfer.reasoning.prompt import SYSTEM_PROMPT, task_prompt
+    from tagfer.core.prompt import SYSTEM_PROMPT, task_prompt
     from tagfer.training.rewards import build_rewards
 
     torch.manual_seed(0)

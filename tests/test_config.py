@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tagfer.config import ConfigError, load_config, save_config
+from tagfer.core.config import ConfigError, load_config, save_config
 
 STAGE_FILES = ["sft", "rl", "eval", "demo", "baseline"]
 
@@ -77,14 +77,14 @@ def test_enumerated_options_are_checked(configs_dir):
 def test_num_threads_sets_torch_threads_for_the_run(configs_dir, monkeypatch):
     import torch
 
-    from tagfer.training import run
+    from tagfer.training.commands import run_recipe
 
     cfg = load_config(configs_dir / "rl.yaml", ["trainer.num_threads=1", "stage=eval"])
     seen = {}
     monkeypatch.setattr("tagfer.evaluation.runner.run_evaluation", lambda cfg: seen.setdefault("threads", torch.get_num_threads()))
     before = torch.get_num_threads()
     try:
-        assert run.run_stage(cfg) == 0
+        run_recipe(cfg)
     finally:
         torch.set_num_threads(before)
     assert seen == {"threads": 1}

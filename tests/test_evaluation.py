@@ -9,17 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from tagfer.au.vocabulary import AU_REGION
-from tagfer.classes import CLASS_NAMES
-from tagfer.config import load_config
-from tagfer.evaluation.label_space import scored_classes, trained_classes, training_classes
-from tagfer.evaluation.predictions import PREDICTIONS_FILE, Prediction, read_predictions
-from tagfer.evaluation.published import PUBLISHED, benchmark_column, published_for
-from tagfer.evaluation.report import DATASET_KEYS, REPORT_JSON, REPORT_MD, write_report
-from tagfer.evaluation.scoring import GroundingOptions
-from tagfer.evaluation.sets import dataset_keys, evaluate_sets
+from tagfer.core.vocabulary import AU_REGION
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.config import load_config
+from tagfer.data.label_space import scored_classes, trained_classes, training_classes
+from tagfer.metrics.predictions import PREDICTIONS_FILE, Prediction, read_predictions
+from tagfer.metrics.published import PUBLISHED, benchmark_column, published_for
+from tagfer.metrics.report import DATASET_KEYS, REPORT_JSON, REPORT_MD, write_report
+from tagfer.metrics.scoring import GroundingOptions
+from tagfer.pipeline.sets import dataset_keys, evaluate_sets
 from tagfer.metrics import SCORE_NAMES, FaithfulnessCounts
-from tagfer.reasoning.trace import Trace, TraceStep, render_trace
+from tagfer.core.trace import Trace, TraceStep, render_trace
 
 FOUR = ["happiness", "sadness", "surprise", "anger"]
 

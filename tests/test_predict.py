@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagfer.evaluation.predict import drawing_scale, predict_config_path
+from tagfer.evaluation.commands import predict_config_path
+from tagfer.evaluation.predict import drawing_scale
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -99,7 +100,7 @@ def test_predict_maps_model_boxes_to_pixels(tiny_qwen2_vl_dir, tmp_path, images)
     from tagfer.data.face_crop import FaceCrop
     from tagfer.evaluation.inference import load_inference_model
     from tagfer.evaluation.predict import predict_images
-    from tagfer.evaluation.predictions import Prediction
+    from tagfer.metrics.predictions import Prediction
 
     engine = load_inference_model(tiny_model_cfg(tiny_qwen2_vl_dir), checkpoint=None, think_tags=False, accelerator="cpu")
     text = (

@@ -12,7 +12,7 @@ from tagfer.reasoning.teacher import (
     TeacherSample,
     run_teacher,
 )
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
 
 
 def answer_trace(label: str, think: bool = False, arrow: str = "→") -> str:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tagfer.config import load_config
-from tagfer.data.datamodule import FERDataModule
+from tagfer.core.config import load_config
+from tagfer.pipeline.datamodule import FERDataModule
 from tagfer.data.images import load_image
 from tagfer.data.sampling import EpochSampler, SampleKey, epoch_order
 

@@ -19,8 +19,8 @@ from PIL import Image
 
 from tagfer.au.cache import AUCache
 from tagfer.cli import main
-from tagfer.config import AUConfig, DataConfig, DatasetSpec
-from tagfer.data.datamodule import FERDataModule
+from tagfer.core.config import AUConfig, DataConfig, DatasetSpec
+from tagfer.pipeline.datamodule import FERDataModule
 
 pytest.importorskip("dlib")
 
@@ -127,7 +127,7 @@ def test_a_bug_in_the_detector_is_not_taken_for_a_bad_image(tmp_path, monkeypatc
     from tagfer.au.build import build_split
     from tagfer.au.detectors import DetectorSpec
     from tagfer.au.detectors.landmarks import BuiltinDetector
-    from tagfer.data.records import FaceRecord
+    from tagfer.core.records import FaceRecord
 
     def broken(self, image, record):
         raise RuntimeError("detector bug")

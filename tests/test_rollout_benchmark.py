@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tagfer.config import RewardSpec
+from tagfer.core.config import RewardSpec
 from tagfer.training.rewards import build_rewards
 from tagfer.training.rewards.base import reward_matrix
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.au.evidence import AUEvidence
+from tagfer.core.evidence import AUEvidence
 from tagfer.au.quality import VERDICT_CODE
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_dir, require_file
-from tagfer.data.records import FaceRecord
+from tagfer.core.records import FaceRecord
 
 NAME = "affectnet"
 OPTIONS = ("layout", "num_classes")

@@ -37,7 +37,7 @@ import numpy as np
 
 from tagfer.data.ferplus_labels import LABEL_MODES, VOTE_COLUMNS, label_from_votes
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_file
-from tagfer.data.records import FaceRecord
+from tagfer.core.records import FaceRecord
 
 NAME = "ferplus"
 OPTIONS = ("layout", "label_mode")

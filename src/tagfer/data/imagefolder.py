@@ -3,7 +3,7 @@
     <root>/<split>/<class>/*.jpg | *.jpeg | *.png      # split: train | val | test
 
 Class folder names are canonical names or aliases (``happy``, ``Angry``, ``surprised``, ...) mapped by
-:func:`tagfer.classes.normalize_label`; a folder name that maps to no class is an error naming it.
+:func:`tagfer.core.classes.normalize_label`; a folder name that maps to no class is an error naming it.
 Files in class folders are read in sorted order; hidden files (``.DS_Store``) are ignored and other
 non-image files are skipped and counted (``not_an_image_file``).
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagfer.classes import CLASS_INDEX, CLASS_NAMES, normalize_label
+from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES, normalize_label
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_dir
-from tagfer.data.records import FaceRecord
+from tagfer.core.records import FaceRecord
 
 NAME = "imagefolder"
 OPTIONS: tuple[str, ...] = ()

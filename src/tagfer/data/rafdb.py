@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.classes import CLASS_INDEX
+from tagfer.core.classes import CLASS_INDEX
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_file
-from tagfer.data.records import FaceRecord
+from tagfer.core.records import FaceRecord
 
 NAME = "rafdb"
 OPTIONS = ("image_variant",)

@@ -25,7 +25,7 @@ from PIL import Image
 from transformers import BatchFeature
 
 from tagfer.models.boxes import Box, Size, to_model_space_array
-from tagfer.reasoning.prompt import SYSTEM_PROMPT
+from tagfer.core.prompt import SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from tagfer.au.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
-from tagfer.classes import CLASS_NAMES, LABEL_ALIASES
-from tagfer.reasoning.phrases import all_phrases
-from tagfer.reasoning.prompt import SYSTEM_PROMPT, task_prompt, teacher_prompt
-from tagfer.reasoning.trace import ARROW
+from tagfer.core.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
+from tagfer.core.classes import CLASS_NAMES, LABEL_ALIASES
+from tagfer.core.phrases import all_phrases
+from tagfer.core.prompt import SYSTEM_PROMPT, task_prompt, teacher_prompt
+from tagfer.core.trace import ARROW
 
 #: Qwen's special tokens, in the order they get the ids 0..6.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -84,7 +84,7 @@ def tokenizer_corpus() -> list[str]:
     """The texts the tiny tokenizer is trained on, in a fixed order without repeats.
 
     System and task prompts (both box conventions, with and without think tags), one teacher prompt per
-    class, the phrase bank with its rendered traces (:func:`tagfer.reasoning.phrases.all_phrases`), label
+    class, the phrase bank with its rendered traces (:func:`tagfer.core.phrases.all_phrases`), label
     aliases, AU and region names, digits and the grammar words.
     """
     texts = [SYSTEM_PROMPT]

@@ -45,7 +45,7 @@ from contextlib import nullcontext
 import lightning as L
 import torch
 
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
 from tagfer.models.generation import Completions
 from tagfer.models.policy import disable_dropout, reference_model
 from tagfer.training.grpo import combine_rewards, group_advantages, group_reward_stats, grpo_loss, token_entropies, token_logprobs
@@ -82,7 +82,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
     Args:
         model: the policy (LoRA ``PeftModel`` or a full model), initialised from the SFT export.
         processor: its processor (decoding completions, pad/EOS ids).
-        rl_cfg: :class:`tagfer.config.RLConfig`.
+        rl_cfg: :class:`tagfer.core.config.RLConfig`.
         rewards: reward callbacks (:func:`tagfer.training.rewards.build_rewards`).
         convention: the family's box convention (for drawing boxes in TensorBoard).
         reference: a frozen copy of the initial policy for a full fine-tune with ``beta ≠ 0``; None for

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from tagfer.data.datamodule import FERDataModule
-from tagfer.evaluation.label_space import training_classes
+from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.data.label_space import training_classes
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, frozen_reference_copy, prepare_policy
 from tagfer.models.space import ModelSpace
-from tagfer.training.collate import PromptCollator
+from tagfer.models.collate import PromptCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
 from tagfer.training.stage_run import fit_and_export, start_run

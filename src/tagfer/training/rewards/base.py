@@ -5,7 +5,7 @@ A reward callback has a ``name`` (its registry name, also the logging key ``rewa
 with one entry per completion (already repeated ``G`` times, group-major). The keys the built-in
 rewards read:
 
-* ``label``: canonical class name (:data:`tagfer.classes.CLASS_NAMES`);
+* ``label``: canonical class name (:data:`tagfer.core.classes.CLASS_NAMES`);
 * ``au_prob``: dict AU → detector probability;
 * ``au_box``: dict AU → ``(x1, y1, x2, y2)`` in the model family's coordinate space (the space of the
   completion's boxes);
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from tagfer.config import ConfigError
+from tagfer.core.config import ConfigError
 
 
 class NonFiniteRewardError(ValueError):

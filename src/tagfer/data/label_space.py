@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tagfer.classes import CLASS_NAMES, class_subset
+from tagfer.core.classes import CLASS_NAMES, class_subset
 
 
 def trained_classes(export_meta: Mapping) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from tagfer.metrics import (
     faithfulness_counts,
     to_json_ready,
 )
-from tagfer.reasoning.trace import ParsedTrace
+from tagfer.core.trace import ParsedTrace
 
 
 @dataclass(frozen=True)

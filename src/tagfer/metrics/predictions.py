@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagfer.metrics import FaithfulnessCounts, to_json_ready
-from tagfer.reasoning.trace import ParsedTrace, parse_trace
+from tagfer.core.trace import ParsedTrace, parse_trace
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -41,7 +41,7 @@ class Prediction:
 
     @classmethod
     def from_completion(cls, text: str, *, truncated: bool = False) -> "Prediction":
-        """Parse a generated completion (:func:`tagfer.reasoning.trace.parse_trace`; never raises)."""
+        """Parse a generated completion (:func:`tagfer.core.trace.parse_trace`; never raises)."""
         trace = parse_trace(text)
         return cls(answer=trace.answer, completion=text, trace=trace, truncated=truncated)
 

@@ -31,7 +31,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tagfer.atomic_files import atomic_write_text
+from tagfer.core.atomic_files import atomic_write_text
 
 STAGES = ("sft", "rl", "eval", "baseline", "demo")
 
