@@ -34,11 +34,17 @@ from omegaconf.errors import OmegaConfBaseException
 from tagfer.core.atomic_files import atomic_write_text
 
 STAGES = ("sft", "rl", "eval", "baseline", "demo")
+#: AU detectors (:mod:`tagfer.au.detectors`); the external ones import another tool's output files.
+DETECTOR_NAMES = ("builtin", "dataset_landmarks", "openface", "pyfeat", "synthetic")
+EXTERNAL_DETECTORS = ("openface", "pyfeat")
+#: GRPO loss aggregations and reward scalings (:mod:`tagfer.training.grpo`).
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+REWARD_SCALES = ("group", "batch", "none")
 
 #: Enumerated string options, checked when a config is loaded (key path → allowed values).
 CHOICES: dict[str, tuple[str, ...]] = {
     "stage": STAGES,
-    "au.detector": ("builtin", "dataset_landmarks", "openface", "pyfeat", "synthetic"),
+    "au.detector": DETECTOR_NAMES,
     "au.box_mode": ("region", "au"),
     "traces.source": ("template", "teacher"),
     "traces.missing_prior": ("inspect", "weak", "drop"),
@@ -49,8 +55,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sft.optim.scheduler": ("cosine", "linear", "constant"),
     "rl.optim.scheduler": ("cosine", "linear", "constant"),
     "baseline.optim.scheduler": ("cosine", "linear", "constant"),
-    "rl.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
-    "rl.scale_rewards": ("group", "batch", "none"),
+    "rl.loss_type": LOSS_TYPES,
+    "rl.scale_rewards": REWARD_SCALES,
     "trainer.strategy": ("auto", "ddp", "ddp_spawn", "fsdp"),
     "eval.prior": ("emfacs", "wide"),
     "data.face_crop.source": ("auto", "dataset", "detector", "none"),

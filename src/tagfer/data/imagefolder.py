@@ -21,6 +21,13 @@ OPTIONS: tuple[str, ...] = ()
 LAYOUT = "<root>/<split>/<class name>/*.jpg|*.jpeg|*.png (split: train|val|test; class names such as happy, sad, neutral)"
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
+LABEL_SET_FROM_RECORDS = True
+
+
+def label_set(spec, labels) -> tuple[str, ...]:
+    """The classes of the class folders: those of ``labels``, the canonical indices of the records read."""
+    return tuple(name for i, name in enumerate(CLASS_NAMES) if i in set(labels))
 
 
 def _visible(path: Path) -> bool:

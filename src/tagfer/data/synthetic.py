@@ -63,6 +63,16 @@ LAYOUT = (
 )
 SPLITS = ("train", "val", "test")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
+LABEL_SET_FROM_RECORDS = True
+
+
+def label_set(spec, labels) -> tuple[str, ...]:
+    """The generated classes (``manifest.json``, written when the dataset is first read)."""
+    manifest = read_manifest(Path(spec.root))
+    if manifest is None:
+        raise FileNotFoundError(f"synthetic dataset {spec.root}: no manifest.json (read the dataset before scoring it)")
+    return class_subset(list(manifest["classes"]))
 GENERATOR = "tagfer.data.synthetic_faces"
 MANIFEST = "manifest.json"
 

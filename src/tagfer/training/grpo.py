@@ -20,8 +20,9 @@ import math
 
 import torch
 
-SCALES = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+from tagfer.core.config import LOSS_TYPES
+from tagfer.core.config import REWARD_SCALES as SCALES
+
 #: Added to the standard deviation before dividing (TRL's constant).
 STD_EPS = 1e-4
 

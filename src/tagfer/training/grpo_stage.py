@@ -34,14 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def load_rl_policy(cfg):
-    """``(policy, processor, family, reference)`` initialised from ``model.init_from`` (see the module docstring)."""
-    if not cfg.model.init_from:
-        raise ValueError("model.init_from is not set: the RL stage starts from an SFT export (e.g. outputs/runs/sft/export)")
-    init = Path(cfg.model.init_from)
-    if not init.exists():
-        raise FileNotFoundError(
-            f"model.init_from={str(init)!r} does not exist; run SFT first: python src/train.py --config configs/sft.yaml"
-        )
+    """``(policy, processor, family, reference)`` initialised from ``model.init_from`` (see the module docstring;
+    :func:`tagfer.training.preflight.preflight`, run by :func:`start_run` first, checks that it is set and exists)."""
     model, processor, family = load_vlm(cfg.model, for_training=True)
     if isinstance(model, PeftModel) and cfg.model.finetune == "lora":
         model = model.merge_and_unload()  # the SFT model becomes the base: the disabled adapter = reference

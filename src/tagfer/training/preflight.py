@@ -15,10 +15,8 @@ from pathlib import Path
 
 from tagfer.au.build import check_existing_cache
 from tagfer.au.cache import CacheMismatchError
-from tagfer.core.config import ConfigError
+from tagfer.core.config import EXTERNAL_DETECTORS, ConfigError
 from tagfer.data.readers import reader
-
-EXTERNAL_DETECTORS = ("openface", "pyfeat")
 
 
 def preflight(cfg) -> None:
