@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 
 import torch
-from learning import stage, table  # benchmarks/learning.py: the same stage configs and table
 from omegaconf import OmegaConf
+
+from learning import stage, table  # benchmarks/learning.py: the same stage configs and table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,9 +87,9 @@ def base_config(args):
 
 
 def run(args) -> dict:
-    from tagfer.pipeline.datamodule import FERDataModule
     from tagfer.evaluation.runner import run_evaluation
     from tagfer.models.tiny import ensure_tiny_model
+    from tagfer.pipeline.datamodule import FERDataModule
     from tagfer.reasoning.build import build_traces
     from tagfer.training.sft_stage import run_sft
 

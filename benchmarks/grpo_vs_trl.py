@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+
 def rss_mb() -> float:
     """Current resident set size (MiB) from /proc."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -83,7 +84,7 @@ def image_size(args) -> int:
 
 
 def rl_cfg(args):
-    from tagfer.core.config import OptimConfig, RLConfig, RewardSpec
+    from tagfer.core.config import OptimConfig, RewardSpec, RLConfig
 
     return RLConfig(
         optim=OptimConfig(lr=args.lr, scheduler="constant", warmup_ratio=0.0, weight_decay=0.0),
@@ -102,8 +103,8 @@ def rl_cfg(args):
 def samples_and_meta(args, processor, family):
     """The synthetic faces and, per sample id, the reward metadata the collator computes."""
     from tagfer.data.face_samples import face_samples
-    from tagfer.models.space import ModelSpace
     from tagfer.models.collate import PromptCollator
+    from tagfer.models.space import ModelSpace
 
     samples = face_samples((args.warmup + args.steps) * args.batch, image_size=image_size(args))
     collate = PromptCollator(processor, ModelSpace.of(processor, family))
@@ -159,10 +160,10 @@ def run_trl(args) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from tagfer.core.prompt import SYSTEM_PROMPT
     from tagfer.models.inputs import to_pil
     from tagfer.models.loader import load_vlm
     from tagfer.models.policy import lora_config
-    from tagfer.core.prompt import SYSTEM_PROMPT, task_prompt
     from tagfer.training.rewards import build_rewards
 
     torch.manual_seed(0)

@@ -117,9 +117,9 @@ def stage(cfg, name: str, run_dir: Path, **overrides):
 
 def run(args) -> dict[str, dict]:
     from tagfer.evaluation.runner import run_evaluation
+    from tagfer.reasoning.build import build_traces
     from tagfer.training.baseline import run_baseline
     from tagfer.training.grpo_stage import run_grpo
-    from tagfer.reasoning.build import build_traces
     from tagfer.training.sft_stage import run_sft
 
     out = Path(args.out)
@@ -193,8 +193,8 @@ DIFFERENCES = (("grpo_tag", "grpo_format_answer", "TAG − answer-only"), ("grpo
 
 def seed_tables(out: Path, seeds) -> tuple[dict[str, dict], int]:
     """``{variant: face table pooled over seeds}`` from each seed's ``eval/<variant>/predictions.jsonl``."""
-    from tagfer.metrics.predictions import PREDICTIONS_FILE
     from tagfer.metrics.bootstrap import concat_tables, face_table
+    from tagfer.metrics.predictions import PREDICTIONS_FILE
 
     per_variant: dict[str, dict] = {variant: {} for variant in REASONING}
     classes = None

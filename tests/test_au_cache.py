@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 
 from tagfer.au.build import build_split, dataset_source
-from tagfer.pipeline.splits import SplitReader
 from tagfer.au.cache import AUCache, CacheMismatchError, default_cache_dir
 from tagfer.au.detectors import DetectorSpec
 from tagfer.au.fingerprint import dataset_fingerprint
-from tagfer.core.regions import au_boxes
-from tagfer.core.vocabulary import AU_LIST
 from tagfer.cli import main
 from tagfer.core.config import AUConfig, DatasetSpec, QualityConfig
+from tagfer.core.records import FaceRecord
+from tagfer.core.regions import au_boxes
+from tagfer.core.vocabulary import AU_LIST
 from tagfer.data.face_geometry import deform, to_image
 from tagfer.data.images import CorruptImageError
 from tagfer.data.readers import read_dataset
-from tagfer.core.records import FaceRecord
+from tagfer.pipeline.splits import SplitReader
 
 N = 12
 

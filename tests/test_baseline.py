@@ -12,9 +12,9 @@ import torch
 
 from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES
 from tagfer.core.config import ConfigError, load_config
+from tagfer.metrics import SCORE_NAMES
 from tagfer.metrics.predictions import PREDICTIONS_FILE, read_predictions
 from tagfer.metrics.report import DATASET_KEYS, REPORT_JSON
-from tagfer.metrics import SCORE_NAMES
 from tagfer.training.baseline import VisionBaseline, build_network, class_targets, normalized_pixels
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_trees import bomb_png
 from PIL import Image, JpegImagePlugin
 
+from dataset_trees import bomb_png
 from tagfer.au.detectors.base import AUDetector
 from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 from tagfer.core.regions import au_boxes, scale_box
 from tagfer.core.vocabulary import AU_LIST
 from tagfer.data.images import CorruptImageError, DecodedImage, decode_image, image_size, load_image, working_size
-from tagfer.core.records import FaceRecord
 from tagfer.data.synthetic_faces import make_face
 
 

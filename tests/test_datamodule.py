@@ -12,13 +12,13 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from omegaconf import OmegaConf
 from torch.utils.data import WeightedRandomSampler
 
-from tagfer.core.regions import au_boxes
 from tagfer.core.config import AugmentConfig, load_config
-from tagfer.pipeline.datamodule import FERDataModule, class_balanced_weights
-from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
-from tagfer.data.sampling import SampleKey
-from tagfer.data.transforms import FLIP_68, apply_augmentation, build_augmentation, reseed
+from tagfer.core.regions import au_boxes
 from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
+from tagfer.data.sampling import SampleKey
+from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
+from tagfer.data.transforms import FLIP_68, apply_augmentation, build_augmentation, reseed
+from tagfer.pipeline.datamodule import FERDataModule, class_balanced_weights
 
 
 def _cfg(tmp_path, configs_dir, *extra):

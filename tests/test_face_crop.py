@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 
 from dataset_trees import affectnet_csv_tree, affectnet_npy_tree, ferplus_csv_tree, imagefolder_tree, rafdb_tree
-from tagfer.core.evidence import AUEvidence
 from tagfer.core.config import ConfigError, load_config
 from tagfer.core.crop import box_from_crop, box_to_crop, crop_image, crop_window, points_from_crop, points_to_crop, window_size
-from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 from tagfer.data.face_crop import FaceCrop, apply_face_crop
 from tagfer.data.readers import read_split
-from tagfer.core.records import FaceRecord
+from tagfer.pipeline.datamodule import FERDataModule
 
 # ------------------------------------------------------------------------------------------ geometry
 
@@ -249,12 +249,11 @@ def test_predict_crops_the_photo_and_draws_the_boxes_on_the_face(tiny_qwen2_vl_d
     """The same small face in a large photo through predict: the model sees the crop, its norm1000 box comes
     back in photo pixels inside the face, and the PNG of the whole photo has the boxes on the face."""
     from fixtures_models import tiny_model_cfg
-
     from tagfer.au.detectors import create_detector
+    from tagfer.core.visualize import DETECTOR_COLOUR, PREDICTED_COLOUR
     from tagfer.evaluation.inference import load_inference_model
     from tagfer.evaluation.predict import predict_images
     from tagfer.metrics.predictions import Prediction
-    from tagfer.core.visualize import DETECTOR_COLOUR, PREDICTED_COLOUR
 
     root, paste = _photo_with_a_small_face(tmp_path)
     photo_path = root / "test" / "happy" / "photo.png"

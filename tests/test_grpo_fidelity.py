@@ -12,10 +12,10 @@ import torch
 from fixtures_models import tiny_model_cfg
 from tagfer.core.config import LoRAConfig, RLConfig
 from tagfer.data.face_samples import face_samples
+from tagfer.models.collate import PromptCollator
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
-from tagfer.models.collate import PromptCollator
 from tagfer.training.grpo import combine_rewards, group_advantages
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.optim import optimizer_steps

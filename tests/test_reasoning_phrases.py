@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from tagfer.core.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
 from tagfer.core.classes import CLASS_NAMES
 from tagfer.core.phrases import (
     AU_PHRASES,
@@ -20,6 +19,7 @@ from tagfer.core.phrases import (
     intensity_level,
 )
 from tagfer.core.trace import parse_trace
+from tagfer.core.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
 
 UNSAFE = re.compile(r"[\n()<>→]|->")
 

@@ -16,12 +16,12 @@ from omegaconf import OmegaConf
 from dataset_trees import AffectRow, affectnet_csv_tree, ferplus_csv_tree, noise_image, rafdb_tree, synthetic_face_image, write_image
 from tagfer.au.cache import CacheMismatchError
 from tagfer.core.config import AUConfig, DataConfig, DatasetSpec
-from tagfer.pipeline.datamodule import FERDataModule
-from tagfer.pipeline.splits import SplitReader
 from tagfer.data.images import CorruptImageError
 from tagfer.data.reader_base import DatasetLayoutError
 from tagfer.data.readers import read_dataset
 from tagfer.data.trace_file import TraceFileError, read_traces
+from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.pipeline.splits import SplitReader
 
 pytest.importorskip("dlib")
 

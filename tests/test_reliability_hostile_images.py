@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_trees import bomb_png, png_chunk
 from omegaconf import OmegaConf
 from PIL import Image
 
+from dataset_trees import bomb_png, png_chunk
 from tagfer.au.cache import AUCache
 from tagfer.cli import main
 from tagfer.core.config import AUConfig, DataConfig, DatasetSpec

@@ -8,12 +8,12 @@ import torch
 from fixtures_models import tiny_model_cfg
 from tagfer.core.config import RLConfig
 from tagfer.data.face_samples import face_samples
+from tagfer.models.collate import PromptCollator
 from tagfer.models.image_features import causal_lm, encode_images, vision_is_frozen, with_image_features
 from tagfer.models.inputs import append_completions, repeat_inputs, select_rows
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
-from tagfer.models.collate import PromptCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
 from tagfer.training.rollout import generate_rollout

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tagfer.data.trace_file import TraceWriter
 from tagfer.core.run_lock import PathHeldError, hold, is_launch_leader, launch_job, lock_file_for, read_holder
+from tagfer.data.trace_file import TraceWriter
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tagfer.core.config import load_config
 from tagfer.models.loader import load_vlm
+from tagfer.reasoning.build import build_traces
 from tagfer.training.grpo_stage import run_grpo
 from tagfer.training.sft_stage import run_sft
-from tagfer.reasoning.build import build_traces
 
 GRPO_SCALARS = [
     "reward",

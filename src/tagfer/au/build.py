@@ -35,16 +35,25 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.au.cache import FORMAT, FORMAT_VERSION, AUCache, CacheMismatchError, check_expectations, default_cache_dir, read_meta, rebuild_command
+from tagfer.au.cache import (
+    FORMAT,
+    FORMAT_VERSION,
+    AUCache,
+    CacheMismatchError,
+    check_expectations,
+    default_cache_dir,
+    read_meta,
+    rebuild_command,
+)
 from tagfer.au.detectors import DetectorSpec
 from tagfer.au.fingerprint import dataset_fingerprint
 from tagfer.au.quality import VERDICTS, laplacian_sharpness, quality_verdict
 from tagfer.au.quality import face_size as box_face_size
-from tagfer.core.regions import scale_box
 from tagfer.au.shards import atomic_write_json, evidence_row, read_shard_info, row_dtype, shard_name, write_shard
-from tagfer.core.vocabulary import AU_LIST
 from tagfer.core.config import SPLITS, AUConfig, DatasetSpec, QualityConfig
+from tagfer.core.regions import scale_box
 from tagfer.core.run_lock import hold
+from tagfer.core.vocabulary import AU_LIST
 
 log = logging.getLogger(__name__)
 

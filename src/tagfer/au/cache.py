@@ -19,16 +19,15 @@ Coordinates are pixels of the original image.
 from __future__ import annotations
 
 import hashlib
-
 import json
 import shlex
 from pathlib import Path
 
 import numpy as np
 
-from tagfer.core.evidence import AUEvidence
 from tagfer.au.quality import VERDICTS, quality_codes
 from tagfer.au.shards import row_evidence, sha256_file
+from tagfer.core.evidence import AUEvidence
 
 FORMAT = "tagfer-au-cache"
 FORMAT_VERSION = 1
@@ -101,7 +100,7 @@ class AUCache:
         expect_version: str | None = None,
         expect_box_mode: str | None = None,
         quality=None,
-    ) -> "AUCache":
+    ) -> AUCache:
         """Open the cache in ``directory``, memory-mapping its shards.
 
         Args:

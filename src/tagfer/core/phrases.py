@@ -11,9 +11,9 @@ Intensity levels split the active range ``[threshold, 1]`` into three equal bins
 
 from __future__ import annotations
 
-from tagfer.core.vocabulary import AU_NAMES, AU_REGION, EXPRESSION_PRIORS, REGIONS
 from tagfer.core.classes import CLASS_NAMES
 from tagfer.core.trace import Trace, TraceStep, render_trace
+from tagfer.core.vocabulary import AU_NAMES, AU_REGION, EXPRESSION_PRIORS, REGIONS
 
 INTENSITIES: tuple[str, ...] = ("weak", "clear", "strong")
 

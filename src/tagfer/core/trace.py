@@ -39,8 +39,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from tagfer.core.vocabulary import AU_NAMES, REGIONS
 from tagfer.core.classes import CLASS_NAMES, LABEL_ALIASES, normalize_label
+from tagfer.core.vocabulary import AU_NAMES, REGIONS
 
 Box = tuple[float, float, float, float]
 

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from tagfer.core.classes import CLASS_NAMES
-from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_dir, require_file
 from tagfer.core.records import FaceRecord
+from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_dir, require_file
 
 NAME = "affectnet"
 OPTIONS = ("layout", "num_classes")

@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tagfer.core.evidence import AUEvidence
 from tagfer.core.crop import Window, box_to_crop, crop_image, crop_window, points_to_crop
+from tagfer.core.evidence import AUEvidence
 from tagfer.core.records import FaceRecord
 
 SOURCES = ("auto", "dataset", "detector", "none")
@@ -52,11 +52,11 @@ class FaceCrop:
             raise ValueError(f"face_crop.margin={self.margin}; expected ≥ 0")
 
     @classmethod
-    def from_config(cls, cfg) -> "FaceCrop":
+    def from_config(cls, cfg) -> FaceCrop:
         """From a ``data.face_crop`` config node (:class:`tagfer.core.config.FaceCropConfig`)."""
         return cls(source=str(cfg.source), margin=float(cfg.margin), square=bool(cfg.square))
 
-    def for_images(self, whole_photos: bool) -> "FaceCrop":
+    def for_images(self, whole_photos: bool) -> FaceCrop:
         """The setting for a set of images: ``auto`` becomes ``dataset`` for whole photos, ``none`` for face crops."""
         if self.source != "auto":
             return self

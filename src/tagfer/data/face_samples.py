@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tagfer.core.regions import au_boxes
 from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES
+from tagfer.core.regions import au_boxes
 from tagfer.data.synthetic import face_rng
 from tagfer.data.synthetic_faces import make_face
 

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.records import FaceRecord
 from tagfer.data.ferplus_labels import LABEL_MODES, VOTE_COLUMNS, label_from_votes
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_file
-from tagfer.core.records import FaceRecord
 
 NAME = "ferplus"
 OPTIONS = ("layout", "label_mode")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES, normalize_label
-from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_dir
 from tagfer.core.records import FaceRecord
+from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_dir
 
 NAME = "imagefolder"
 OPTIONS: tuple[str, ...] = ()

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from tagfer.core.classes import CLASS_INDEX, class_subset
-from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_file
 from tagfer.core.records import FaceRecord
+from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_file
 
 NAME = "rafdb"
 OPTIONS = ("image_variant",)

@@ -28,7 +28,7 @@ class SampleKey(int):
 
     seed: int
 
-    def __new__(cls, index: int, seed: int) -> "SampleKey":
+    def __new__(cls, index: int, seed: int) -> SampleKey:
         key = super().__new__(cls, index)
         key.seed = int(seed)
         return key

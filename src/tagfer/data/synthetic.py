@@ -49,8 +49,8 @@ from PIL import Image
 
 from tagfer.core.atomic_files import atomic_write_text
 from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES, class_subset
-from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_file
 from tagfer.core.records import FaceRecord
+from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_file
 from tagfer.data.synthetic_faces import GENERATOR_VERSION, POSES, make_face
 
 log = logging.getLogger(__name__)

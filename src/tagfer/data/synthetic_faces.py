@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tagfer.core.vocabulary import AU_LIST, EXPRESSION_PRIORS, WIDE_CODEBOOK
 from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.vocabulary import AU_LIST, EXPRESSION_PRIORS, WIDE_CODEBOOK
 from tagfer.data.face_geometry import NEUTRAL_LANDMARKS, deform, to_image
 
 #: Bumped whenever the same seed would give different images or annotations.

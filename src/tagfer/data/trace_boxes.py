@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from tagfer.core.regions import union_box
-from tagfer.core.vocabulary import AU_REGION
 from tagfer.core.trace import Trace, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_REGION
 
 Box = tuple[float, float, float, float]
 #: ``(box, (width, height)) -> box``: a conversion between model space and pixels for an image of that size.

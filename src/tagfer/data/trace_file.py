@@ -32,8 +32,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from tagfer.core.classes import CLASS_NAMES
-from tagfer.core.trace import parse_trace
 from tagfer.core.run_lock import hold
+from tagfer.core.trace import parse_trace
 
 SOURCES = ("template", "teacher")
 CONVENTIONS = ("norm1000", "pixels")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tagfer.cli_common import add_config_arguments, add_dry_run_argument, dataset_lines, default_config, missing_roots, report_dry_run, run_handler
+from tagfer.cli_common import (
+    add_config_arguments,
+    add_dry_run_argument,
+    dataset_lines,
+    default_config,
+    missing_roots,
+    report_dry_run,
+    run_handler,
+)
 
 EVALUATE_HELP = "accuracy and grounding faithfulness of an exported model on one or several test sets"
 PREDICT_HELP = "grounded rationale + label for images; saves a PNG with predicted and detector boxes"
@@ -55,8 +63,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         plan = [f"evaluate {evaluated_model(cfg)[1]} → {cfg.eval.out_dir or cfg.run_dir}"]
         plan += dataset_lines(cfg.eval.datasets or cfg.data.test, "eval.datasets" if cfg.eval.datasets else "data.test")
         return report_dry_run(f"evaluate --config {args.config} {' '.join(args.overrides)}".rstrip(), plan, eval_problems(cfg))
-    from tagfer.evaluation.runner import run_evaluation
     from tagfer.core.logs import route_lightning_to_root
+    from tagfer.evaluation.runner import run_evaluation
 
     route_lightning_to_root()
     run_evaluation(cfg)
@@ -95,8 +103,8 @@ def predict_config_path(args: argparse.Namespace) -> str:
 def _predict(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _predict_dry_run(args)
-    from tagfer.evaluation.predict import run_predict
     from tagfer.core.logs import route_lightning_to_root
+    from tagfer.evaluation.predict import run_predict
 
     route_lightning_to_root()
     return run_predict(args, predict_config_path(args))

@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
+from tagfer.core.prompt import task_prompt
 from tagfer.data.label_space import trained_classes
 from tagfer.metrics.predictions import Prediction
+from tagfer.models.collate import PromptCollator
 from tagfer.models.device import inference_device
 from tagfer.models.export import ADAPTER_CONFIG_FILE, read_export_meta
 from tagfer.models.generation import generate_completions, suppressed_token_ids
 from tagfer.models.loader import load_vlm
 from tagfer.models.openai_endpoint import ChatClient, Sampling
 from tagfer.models.space import ModelSpace
-from tagfer.core.prompt import task_prompt
-from tagfer.models.collate import PromptCollator
 
 
 @dataclass

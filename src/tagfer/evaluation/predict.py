@@ -36,17 +36,18 @@ import numpy as np
 from PIL import Image
 
 from tagfer.au.detectors import AUDetector, DetectorSpec
-from tagfer.core.evidence import AUEvidence
 from tagfer.core.config import load_config
 from tagfer.core.crop import Window, box_from_crop
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
+from tagfer.core.visualize import draw_grounding
 from tagfer.data.face_crop import FaceCrop, apply_face_crop
 from tagfer.data.images import CorruptImageError, load_image, reduce_pixels
-from tagfer.core.records import FaceRecord
 from tagfer.evaluation.inference import InferenceModel, load_inference_model
-from tagfer.metrics.predictions import Prediction
 from tagfer.metrics import faithfulness_counts, to_json_ready
+from tagfer.metrics.predictions import Prediction
 from tagfer.models.inputs import boxes_to_model_space, build_generation_inputs
-from tagfer.core.visualize import draw_grounding
+
 
 @dataclass
 class ImagePrediction:

@@ -33,13 +33,13 @@ import lightning as L
 from omegaconf import OmegaConf
 
 from tagfer.core.config import save_config
+from tagfer.core.run_lock import hold_run_dir
 from tagfer.evaluation.inference import endpoint_predictor, load_inference_model, served_model
 from tagfer.metrics.report import print_summary, write_report
 from tagfer.metrics.scoring import GroundingOptions
-from tagfer.pipeline.sets import evaluate_sets
 from tagfer.models.engine import vllm_endpoint
 from tagfer.models.openai_endpoint import ChatClient
-from tagfer.core.run_lock import hold_run_dir
+from tagfer.pipeline.sets import evaluate_sets
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from tagfer.core.vocabulary import canonical_au, expression_prior
-from tagfer.core.classes import CLASS_INDEX
 from tagfer.core.citations import citation_ious
+from tagfer.core.classes import CLASS_INDEX
 from tagfer.core.trace import ParsedTrace, parse_trace
+from tagfer.core.vocabulary import canonical_au, expression_prior
 
 Box = tuple[float, float, float, float]
 
@@ -76,7 +76,7 @@ class FaithfulnessCounts:
     consistent: int = 0
     au_iou: dict[str, float] = field(default_factory=dict)
 
-    def __add__(self, other: "FaithfulnessCounts") -> "FaithfulnessCounts":
+    def __add__(self, other: FaithfulnessCounts) -> FaithfulnessCounts:
         """Counts summed (``au_iou`` is dropped: it only describes one sample)."""
         return FaithfulnessCounts(**{n: getattr(self, n) + getattr(other, n) for n in _COUNT_NAMES})
 

@@ -30,8 +30,8 @@ import os
 from pathlib import Path
 
 from tagfer.core.atomic_files import atomic_write_text
-from tagfer.metrics.published import BENCHMARKS, benchmark_column, published_for
 from tagfer.metrics import SCORE_NAMES
+from tagfer.metrics.published import BENCHMARKS, benchmark_column, published_for
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

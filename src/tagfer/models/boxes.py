@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]  # (width, height)
 

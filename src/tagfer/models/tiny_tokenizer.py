@@ -17,11 +17,11 @@ from __future__ import annotations
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from tagfer.core.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
 from tagfer.core.classes import CLASS_NAMES, LABEL_ALIASES
 from tagfer.core.phrases import all_phrases
 from tagfer.core.prompt import SYSTEM_PROMPT, task_prompt, teacher_prompt
 from tagfer.core.trace import ARROW
+from tagfer.core.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
 
 #: Qwen's special tokens, in the order they get the ids 0..6.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -91,7 +91,7 @@ def tokenizer_corpus() -> list[str]:
     for convention in ("norm1000", "pixels"):
         for think in (False, True):
             texts.append(task_prompt(CLASS_NAMES, convention, think_tags=think))
-        for label, aus in EXPRESSION_PRIORS.items():
+        for aus in EXPRESSION_PRIORS.values():
             boxes = {au: (100 + 10 * i, 200, 350 + 10 * i, 480) for i, au in enumerate(aus)}
             texts.append(teacher_prompt({au: 0.9 for au in aus}, boxes, CLASS_NAMES, convention))
     texts += all_phrases()

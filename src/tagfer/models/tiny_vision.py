@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tagfer.core.classes import CLASS_NAMES
 from tagfer.core.regions import au_boxes
 from tagfer.core.vocabulary import AU_LIST
-from tagfer.core.classes import CLASS_NAMES
 from tagfer.data.synthetic_faces import make_face
 
 log = logging.getLogger(__name__)

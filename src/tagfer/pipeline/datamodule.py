@@ -47,15 +47,15 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from tagfer.core.evidence import AUEvidence
 from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 from tagfer.data.face_crop import NO_CROP, FaceCrop, apply_face_crop
 from tagfer.data.images import CorruptImageError, load_image
-from tagfer.core.records import FaceRecord
 from tagfer.data.sampling import EpochSampler, SampleKey
 from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
-from tagfer.data.transforms import apply_augmentation, build_augmentation, landmark_au_boxes, reseed
 from tagfer.data.trace_file import read_traces, trace_window
+from tagfer.data.transforms import apply_augmentation, build_augmentation, landmark_au_boxes, reseed
 from tagfer.pipeline.splits import SplitReader
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from tagfer.pipeline.datamodule import FERDataModule
 from tagfer.data.label_space import scored_classes
 from tagfer.metrics.predictions import PREDICTIONS_FILE, Prediction, PredictionWriter, prediction_line
 from tagfer.metrics.scoring import GroundingOptions, SetScorer
+from tagfer.pipeline.datamodule import FERDataModule
 
 log = logging.getLogger(__name__)
 

@@ -36,11 +36,18 @@ from tagfer.core.atomic_files import atomic_write_text
 from tagfer.core.classes import CLASS_NAMES
 from tagfer.core.config import ConfigError
 from tagfer.core.crop import Window, crop_image, window_size
+from tagfer.core.trace import Trace, TraceStep, parse_trace
 from tagfer.data.face_crop import NO_CROP, FaceCrop, crop_evidence
 from tagfer.data.images import CorruptImageError, image_size, load_image
+from tagfer.data.trace_file import (
+    TraceWriter,
+    rejected_path,
+    validate_rejected_record,
+)
 from tagfer.models.boxes import Size
 from tagfer.models.space import ModelSpace
 from tagfer.pipeline.splits import SplitReader
+from tagfer.reasoning.teacher import KEPT, GenerateFn, TeacherOptions, TeacherSample, run_teacher
 from tagfer.reasoning.template import (
     TemplateOptions,
     TemplateSkip,
@@ -49,13 +56,6 @@ from tagfer.reasoning.template import (
     groundable_top_k,
     integer_box,
     sample_rng,
-)
-from tagfer.reasoning.teacher import KEPT, GenerateFn, TeacherOptions, TeacherSample, run_teacher
-from tagfer.core.trace import Trace, TraceStep, parse_trace
-from tagfer.data.trace_file import (
-    TraceWriter,
-    rejected_path,
-    validate_rejected_record,
 )
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def _template(build: _Build, samples: Iterator[_Sample], progress: Callable[[], 
         rng = sample_rng(build.cfg.traces.seed, f"{record.dataset}/{record.id}")
         try:
             built = build_template_trace(
-                sample.evidence, record.label_name, rng, lambda box: build.space.to_model(box, sample.orig_size), options
+                sample.evidence, record.label_name, rng, lambda box: build.space.to_model(box, sample.orig_size), options  # noqa: B023 (called in this iteration)
             )
         except TemplateSkip as skip:
             build.reject(record, skip.reason, {"detail": str(skip)})

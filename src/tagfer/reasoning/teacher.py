@@ -23,15 +23,14 @@ loop runs with any model, or with a scripted fake in tests.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from tagfer.core.classes import CLASS_NAMES
-from tagfer.models.engine import GenerateFn
 from tagfer.core.prompt import teacher_prompt
 from tagfer.core.trace import Box, ParsedTrace, Trace, parse_trace, render_trace
-
+from tagfer.models.engine import GenerateFn
 
 KEPT = "kept"
 FORMAT_FAILED = "format_failed"

@@ -42,10 +42,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tagfer.core.evidence import AUEvidence
-from tagfer.core.regions import union_box
-from tagfer.core.vocabulary import AU_REGION, EXPRESSION_PRIORS, REGIONS
 from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.evidence import AUEvidence
 from tagfer.core.phrases import (
     AU_PHRASES,
     CLASS_ANALYSES,
@@ -54,7 +52,9 @@ from tagfer.core.phrases import (
     evidence_pattern,
     intensity_level,
 )
+from tagfer.core.regions import union_box
 from tagfer.core.trace import Box, Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_REGION, EXPRESSION_PRIORS, REGIONS
 
 #: Maps a box in original-image pixels to the model's coordinate convention.
 BoxMapper = Callable[[Box], Box]

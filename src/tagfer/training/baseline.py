@@ -35,14 +35,14 @@ from torchvision.transforms.v2 import functional as TF
 
 from tagfer.core.classes import CLASS_INDEX
 from tagfer.core.config import ConfigError, save_config
-from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.core.run_lock import hold_run_dir
 from tagfer.data.label_space import training_classes
+from tagfer.metrics import ExpressionClassificationMetrics
 from tagfer.metrics.predictions import Prediction
 from tagfer.metrics.report import print_summary, write_report
-from tagfer.pipeline.sets import evaluate_sets
-from tagfer.metrics import ExpressionClassificationMetrics
 from tagfer.models.device import inference_device
-from tagfer.core.run_lock import hold_run_dir
+from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.pipeline.sets import evaluate_sets
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 

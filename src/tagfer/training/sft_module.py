@@ -28,10 +28,10 @@ import lightning as L
 import torch
 
 from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.trace import parse_trace
 from tagfer.metrics import ExpressionClassificationMetrics, GroundingFaithfulness, ParseRate, answer_indices
 from tagfer.models.generation import generate_completions
 from tagfer.models.inputs import IGNORE_INDEX
-from tagfer.core.trace import parse_trace
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy

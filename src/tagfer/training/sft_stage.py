@@ -17,14 +17,14 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from tagfer.pipeline.datamodule import FERDataModule
-from tagfer.data.trace_boxes import TraceBoxMapper
 from tagfer.data.label_space import training_classes
-from tagfer.models.space import ModelSpace
+from tagfer.data.trace_boxes import TraceBoxMapper
+from tagfer.models.collate import PromptCollator, SFTCollator
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, prepare_policy
+from tagfer.models.space import ModelSpace
+from tagfer.pipeline.datamodule import FERDataModule
 from tagfer.pipeline.splits import SplitReader
-from tagfer.models.collate import PromptCollator, SFTCollator
 from tagfer.training.sft_module import SFTModule
 from tagfer.training.stage_run import fit_and_export, start_run
 from tagfer.training.trainer import build_trainer

@@ -19,8 +19,8 @@ from pathlib import Path
 import lightning as L
 
 from tagfer.core.config import save_config
-from tagfer.models.export import export_policy
 from tagfer.core.run_lock import hold_run_dir
+from tagfer.models.export import export_policy
 from tagfer.training.preflight import preflight
 from tagfer.training.resume import check_resume, run_signature
 from tagfer.training.sharding import consolidated_state_dict

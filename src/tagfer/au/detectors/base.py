@@ -14,10 +14,10 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 from tagfer.core.regions import au_boxes, check_landmarks, landmarks_box, scale_box
 from tagfer.core.vocabulary import AU_LIST
 from tagfer.data.images import DecodedImage
-from tagfer.core.records import FaceRecord
 
 BOX_MODES = ("region", "au")
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from tagfer.au.detectors.base import AUDetector, image_size_of
 from tagfer.core.evidence import AUEvidence
-from tagfer.core.vocabulary import AU_LIST
 from tagfer.core.records import FaceRecord
+from tagfer.core.vocabulary import AU_LIST
 
 
 class SyntheticTruth(AUDetector):
