@@ -19,7 +19,7 @@ import numpy as np
 
 from tagfer.au.build import build_split, dataset_source
 from tagfer.au.detectors import DetectorSpec
-from tagfer.config import DatasetSpec
+from tagfer.core.config import DatasetSpec
 from tagfer.data.readers import read_dataset
 
 

@@ -50,11 +50,11 @@ from torch.utils.data import Dataset
 
 from tagfer.au.cache import default_cache_dir
 from tagfer.au.detectors import DetectorSpec
-from tagfer.au.evidence import AUEvidence
-from tagfer.config import DatasetSpec, ModelConfig, TagferConfig
-from tagfer.data.datamodule import FaceItem, FERDataModule, FERDataset
+from tagfer.core.config import DatasetSpec, ModelConfig, TagferConfig
+from tagfer.core.evidence import AUEvidence
 from tagfer.data.images import load_image
 from tagfer.data.readers import read_dataset
+from tagfer.pipeline.datamodule import FaceItem, FERDataModule, FERDataset
 
 CACHE = "cache"
 IMAGES = "images"
@@ -241,9 +241,9 @@ def build_datamodule(root: Path, work: Path, args) -> tuple[FERDataModule, float
 
 def prompt_collator(source: str, max_pixels: int):
     """The :class:`PromptCollator` of the tiny offline processor (``"tiny"``) or of a local model directory."""
+    from tagfer.models.collate import PromptCollator
     from tagfer.models.loader import set_pixel_bounds
     from tagfer.models.space import ModelSpace
-    from tagfer.training.collate import PromptCollator
 
     if source == "tiny":
         from tagfer.models.tiny import tiny_processor

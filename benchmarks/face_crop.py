@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 
 import torch
-from learning import stage, table  # benchmarks/learning.py: the same stage configs and table
 from omegaconf import OmegaConf
+
+from learning import stage, table  # benchmarks/learning.py: the same stage configs and table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def base_config(args):
     """configs/demo.yaml (SFT settings, Top-3 traces) on synthetic scenes, with the study's tower pretraining."""
-    from tagfer.config import load_config
+    from tagfer.core.config import load_config
 
     out = Path(args.out)
     data = out / "data"
@@ -86,9 +87,10 @@ def base_config(args):
 
 
 def run(args) -> dict:
-    from tagfer.data.datamodule import FERDataModule
     from tagfer.evaluation.runner import run_evaluation
     from tagfer.models.tiny import ensure_tiny_model
+    from tagfer.pipeline.datamodule import FERDataModule
+    from tagfer.reasoning.build import build_traces
     from tagfer.training.sft_stage import run_sft
 
     out = Path(args.out)
@@ -105,7 +107,7 @@ def run(args) -> dict:
         train["traces"] = str(out / variant / "traces.jsonl")
         data = {"face_crop": {"source": source}, "train": [train]}
         sft = stage(cfg, "sft", out / variant / "sft", data=data, trainer={"max_epochs": args.sft_epochs, "max_steps": -1})
-        export = run_sft(sft)
+        export = run_sft(sft, build_traces=build_traces)
         timings[variant] = time.perf_counter() - start
         evaluation = stage(cfg, "eval", out / variant / "eval", data=data, eval={"checkpoint": str(export)})
         reports[variant] = run_evaluation(evaluation, progress=False)

@@ -41,6 +41,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+
 def rss_mb() -> float:
     """Current resident set size (MiB) from /proc."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -76,7 +77,7 @@ PRESETS = {
 
 
 def model_cfg(args):
-    from tagfer.config import LoRAConfig, ModelConfig, TinyModelConfig
+    from tagfer.core.config import LoRAConfig, ModelConfig, TinyModelConfig
 
     return ModelConfig(
         name_or_path=args.model_dir,
@@ -93,7 +94,7 @@ def image_size(args) -> int:
 
 
 def rl_cfg(args):
-    from tagfer.config import OptimConfig, RLConfig, RewardSpec
+    from tagfer.core.config import OptimConfig, RewardSpec, RLConfig
 
     return RLConfig(
         optim=OptimConfig(lr=args.lr, scheduler="constant", warmup_ratio=0.0, weight_decay=0.0),
@@ -112,8 +113,8 @@ def rl_cfg(args):
 def samples_and_meta(args, processor, family):
     """The synthetic faces and, per sample id, the reward metadata the collator computes."""
     from tagfer.data.face_samples import face_samples
+    from tagfer.models.collate import PromptCollator
     from tagfer.models.space import ModelSpace
-    from tagfer.training.collate import PromptCollator
 
     samples = face_samples((args.warmup + args.steps) * args.batch, image_size=image_size(args))
     collate = PromptCollator(processor, ModelSpace.of(processor, family))
@@ -149,7 +150,7 @@ def run_ours(args) -> dict:
 @contextmanager
 def vllm_engine(args, policy, processor, prompt: str, rcfg):
     """Our rollout engine for ``--engine vllm``: a server launched on the base model for the run."""
-    from tagfer.config import VLLMConfig
+    from tagfer.core.config import VLLMConfig
     from tagfer.models.engine import vllm_endpoint
     from tagfer.models.generation import eos_token_ids, suppressed_token_ids
     from tagfer.models.openai_endpoint import ChatClient
@@ -213,10 +214,10 @@ def run_trl(args) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from tagfer.core.prompt import SYSTEM_PROMPT
     from tagfer.models.inputs import to_pil
     from tagfer.models.loader import load_vlm
     from tagfer.models.policy import lora_config
-    from tagfer.reasoning.prompt import SYSTEM_PROMPT, task_prompt
     from tagfer.training.rewards import build_rewards
 
     torch.manual_seed(0)

@@ -83,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def base_config(args):
-    from tagfer.config import load_config
+    from tagfer.core.config import load_config
 
     out = Path(args.out)
     data = out / "data"
@@ -121,19 +121,20 @@ def stage(cfg, name: str, run_dir: Path, **overrides):
 
 def run(args) -> dict[str, dict]:
     from tagfer.evaluation.runner import run_evaluation
+    from tagfer.reasoning.build import build_traces
     from tagfer.training.baseline import run_baseline
     from tagfer.training.grpo_stage import run_grpo
     from tagfer.training.sft_stage import run_sft
 
     out = Path(args.out)
     cfg = base_config(args)
-    if cfg.trainer.num_threads:  # what `python src/train.py` does first (tagfer.training.run.run_stage)
+    if cfg.trainer.num_threads:  # what `python src/train.py` does first (tagfer.training.commands.run_recipe)
         torch.set_num_threads(cfg.trainer.num_threads)
     timings: dict[str, float] = {}
     exports: dict[str, Path] = {}
 
     start = time.perf_counter()
-    exports["sft"] = run_sft(stage(cfg, "sft", out / "sft", trainer={"max_epochs": args.sft_epochs, "max_steps": -1}))
+    exports["sft"] = run_sft(stage(cfg, "sft", out / "sft", trainer={"max_epochs": args.sft_epochs, "max_steps": -1}), build_traces=build_traces)
     timings["sft"] = time.perf_counter() - start
     for variant, rewards in VARIANTS.items():
         if rewards is None:
@@ -196,8 +197,8 @@ DIFFERENCES = (("grpo_tag", "grpo_format_answer", "TAG − answer-only"), ("grpo
 
 def seed_tables(out: Path, seeds) -> tuple[dict[str, dict], int]:
     """``{variant: face table pooled over seeds}`` from each seed's ``eval/<variant>/predictions.jsonl``."""
-    from tagfer.evaluation.predictions import PREDICTIONS_FILE
     from tagfer.metrics.bootstrap import concat_tables, face_table
+    from tagfer.metrics.predictions import PREDICTIONS_FILE
 
     per_variant: dict[str, dict] = {variant: {} for variant in REASONING}
     classes = None
@@ -231,7 +232,7 @@ def interval_tables(tables: dict[str, dict], num_classes: int, resamples: int) -
 
 def seed_finished(seed_dir: Path) -> bool:
     """Whether a seed's study has written the predictions of every reasoning variant (then it is reused)."""
-    from tagfer.evaluation.predictions import PREDICTIONS_FILE
+    from tagfer.metrics.predictions import PREDICTIONS_FILE
 
     return all((seed_dir / "eval" / variant / PREDICTIONS_FILE).exists() for variant in REASONING)
 
@@ -259,7 +260,7 @@ def run_seeds(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tagfer.logs import configure_logging, route_lightning_to_root
+    from tagfer.core.logs import configure_logging, route_lightning_to_root
 
     configure_logging()
     route_lightning_to_root()  # Lightning's lines once, in this format

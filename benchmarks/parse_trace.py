@@ -17,7 +17,7 @@ import json
 import re
 import time
 
-from tagfer.reasoning.trace import MAX_TRACE_CHARS, answer_spans, parse_trace
+from tagfer.core.trace import MAX_TRACE_CHARS, answer_spans, parse_trace
 
 OLD_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
 from tagfer.data.synthetic import generate_synthetic_dataset
 from tagfer.data.synthetic_faces import make_face
 

@@ -27,8 +27,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
-from tagfer.classes import CLASS_NAMES  # noqa: E402
-from tagfer.config import ModelConfig, TinyModelConfig, VLLMConfig  # noqa: E402
+from tagfer.core.classes import CLASS_NAMES  # noqa: E402
+from tagfer.core.config import ModelConfig, TinyModelConfig, VLLMConfig  # noqa: E402
 from tagfer.data.face_samples import face_samples  # noqa: E402
 from tagfer.models.engine import hf_generator, vllm_endpoint  # noqa: E402
 from tagfer.models.generation import suppressed_token_ids  # noqa: E402

@@ -31,7 +31,7 @@ def noise_image(index: int, size: tuple[int, int] = (12, 10)) -> np.ndarray:
 
 def synthetic_face_image(index: int, size: int = 112) -> np.ndarray:
     """A synthetic face (class ``index % 8``) for trees whose images must contain a face."""
-    from tagfer.classes import CLASS_NAMES
+    from tagfer.core.classes import CLASS_NAMES
     from tagfer.data.synthetic_faces import make_face
 
     return make_face(np.random.default_rng(index), CLASS_NAMES[index % len(CLASS_NAMES)], size).image

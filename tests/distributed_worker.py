@@ -41,9 +41,9 @@ from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures_models import tiny_model_cfg  # noqa: E402
-
-from tagfer.config import OptimConfig, RLConfig, SFTConfig, TrainerConfig  # noqa: E402
+from tagfer.core.config import OptimConfig, RLConfig, SFTConfig, TrainerConfig  # noqa: E402
 from tagfer.data.face_samples import face_samples  # noqa: E402
+from tagfer.models.collate import PromptCollator, SFTCollator  # noqa: E402
 from tagfer.models.export import export_policy  # noqa: E402
 from tagfer.models.generation import Completions, completion_mask, eos_token_ids  # noqa: E402
 from tagfer.models.image_features import encode_images, vision_is_frozen  # noqa: E402
@@ -51,7 +51,6 @@ from tagfer.models.inputs import append_completions, repeat_inputs  # noqa: E402
 from tagfer.models.loader import load_vlm  # noqa: E402
 from tagfer.models.policy import frozen_reference_copy, prepare_policy  # noqa: E402
 from tagfer.models.space import ModelSpace  # noqa: E402
-from tagfer.training.collate import PromptCollator, SFTCollator  # noqa: E402
 from tagfer.training.grpo_module import GRPOModule  # noqa: E402
 from tagfer.training.grpo_stage import module_settings  # noqa: E402
 from tagfer.training.rewards import build_rewards  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tagfer.config import LoRAConfig, ModelConfig, TinyModelConfig
+from tagfer.core.config import LoRAConfig, ModelConfig, TinyModelConfig
 
 
 def tiny_model_cfg(path: str | Path, tiny_family: str = "qwen2_vl", **overrides) -> ModelConfig:

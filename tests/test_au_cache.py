@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 
 from tagfer.au.build import build_split, dataset_source
-from tagfer.au.cache import AUCache, CacheMismatchError, default_cache_dir, ensure_au_cache
+from tagfer.au.cache import AUCache, CacheMismatchError, default_cache_dir
 from tagfer.au.detectors import DetectorSpec
 from tagfer.au.fingerprint import dataset_fingerprint
-from tagfer.au.regions import au_boxes
-from tagfer.au.vocabulary import AU_LIST
 from tagfer.cli import main
-from tagfer.config import AUConfig, DatasetSpec, QualityConfig
+from tagfer.core.config import AUConfig, DatasetSpec, QualityConfig
+from tagfer.core.records import FaceRecord
+from tagfer.core.regions import au_boxes
+from tagfer.core.vocabulary import AU_LIST
 from tagfer.data.face_geometry import deform, to_image
 from tagfer.data.images import CorruptImageError
 from tagfer.data.readers import read_dataset
-from tagfer.data.records import FaceRecord
+from tagfer.pipeline.splits import SplitReader
 
 N = 12
 
@@ -150,7 +151,7 @@ def test_importer_without_any_match_is_an_error(tmp_path):
 
 def test_ensure_au_cache_builds_once_and_checks(synthetic_root, tmp_path):
     au_cfg = AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au_cache"))
-    cache = ensure_au_cache(spec_for(synthetic_root, limit=3), au_cfg, progress=False)
+    cache = SplitReader(au_cfg, progress=False).au_cache(spec_for(synthetic_root, limit=3))
     directory = default_cache_dir(spec_for(synthetic_root), au_cfg)
     assert directory.parent == tmp_path / "au_cache" and directory.name.startswith("synthetic-synthetic-")
     assert cache.directory == directory and len(cache) == N  # the whole split, not the limit
@@ -158,17 +159,17 @@ def test_ensure_au_cache_builds_once_and_checks(synthetic_root, tmp_path):
     other_root.root = str(tmp_path / "another-copy")
     assert default_cache_dir(other_root, au_cfg) != directory  # two copies of a dataset never share a cache
     stamp = (directory / "meta.json").stat().st_mtime_ns
-    again = ensure_au_cache(spec_for(synthetic_root), au_cfg, progress=False)
+    again = SplitReader(au_cfg, progress=False).au_cache(spec_for(synthetic_root))
     assert (directory / "meta.json").stat().st_mtime_ns == stamp and len(again) == N
     with pytest.raises(CacheMismatchError, match="box_mode"):
-        ensure_au_cache(spec_for(synthetic_root), AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au_cache"), box_mode="au"))
-    explicit = ensure_au_cache(spec_for(synthetic_root, au_cache=str(tmp_path / "mine")), au_cfg, progress=False)
+        SplitReader(AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au_cache"), box_mode="au")).au_cache(spec_for(synthetic_root))
+    explicit = SplitReader(au_cfg, progress=False).au_cache(spec_for(synthetic_root, au_cache=str(tmp_path / "mine")))
     assert explicit.directory == tmp_path / "mine"
 
 
 def test_a_smaller_synthetic_spec_shares_the_cache_of_the_larger_split(synthetic_root, tmp_path):
     au_cfg = AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au_cache"))
-    full = ensure_au_cache(spec_for(synthetic_root), au_cfg, progress=False)
+    full = SplitReader(au_cfg, progress=False).au_cache(spec_for(synthetic_root))
     smaller = DatasetSpec(name="synthetic", root=str(synthetic_root), split="train", num_samples=N // 2)
-    again = ensure_au_cache(smaller, au_cfg, progress=False)
+    again = SplitReader(au_cfg, progress=False).au_cache(smaller)
     assert again.directory == full.directory and len(again) == N

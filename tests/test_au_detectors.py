@@ -13,10 +13,10 @@ import pytest
 from tagfer.au.detectors import DetectorSpec, create_detector
 from tagfer.au.detectors.external import NameMatcher, read_csv_rows
 from tagfer.au.detectors.openface import openface_probability
-from tagfer.au.regions import landmarks_box
-from tagfer.au.vocabulary import AU_LIST
-from tagfer.data.face_geometry import NEUTRAL_LANDMARKS, deform, to_image
-from tagfer.data.records import FaceRecord
+from tagfer.core.records import FaceRecord
+from tagfer.core.regions import landmarks_box
+from tagfer.core.vocabulary import AU_LIST
+from tagfer.data.face_geometry import deform, to_image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGE = np.zeros((200, 240, 3), dtype=np.uint8)

@@ -9,7 +9,7 @@ from tagfer.au.calibration import agreement, fit_geometry_model, select_visible,
 from tagfer.au.geometry import FEATURES, face_frame, geometry_features, sigmoid
 from tagfer.au.geometry_params import GEOMETRY_MODEL
 from tagfer.au.quality import VERDICT_CODE, face_crop, laplacian_sharpness, quality_codes, quality_verdict
-from tagfer.config import QualityConfig
+from tagfer.core.config import QualityConfig
 from tagfer.data.face_geometry import deform, to_image
 
 

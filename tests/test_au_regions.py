@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagfer.au.regions import (
+from tagfer.core.regions import (
     AU_CENTRES,
     REGION_TEMPLATES,
     au_box,
@@ -15,7 +15,7 @@ from tagfer.au.regions import (
     region_box,
     ruler,
 )
-from tagfer.au.vocabulary import AU_LIST, AU_REGION, REGIONS
+from tagfer.core.vocabulary import AU_LIST, AU_REGION, REGIONS
 
 
 def known_landmarks() -> np.ndarray:

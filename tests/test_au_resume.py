@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tagfer.au.cache import AUCache
-from tagfer.config import DatasetSpec
+from tagfer.core.config import DatasetSpec
 from tagfer.data.readers import read_dataset
 
 N, SHARD = 16, 3
@@ -21,7 +21,7 @@ BUILD = textwrap.dedent(
     import os, signal, sys
     from tagfer.au.build import build_split, dataset_source
     from tagfer.au.detectors import DetectorSpec
-    from tagfer.config import DatasetSpec
+    from tagfer.core.config import DatasetSpec
     from tagfer.data.readers import read_dataset
 
     root, out, kill_after, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

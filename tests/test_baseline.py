@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from tagfer.classes import CLASS_INDEX, CLASS_NAMES
-from tagfer.config import ConfigError, load_config
-from tagfer.evaluation.predictions import PREDICTIONS_FILE, read_predictions
-from tagfer.evaluation.report import DATASET_KEYS, REPORT_JSON
+from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES
+from tagfer.core.config import ConfigError, load_config
 from tagfer.metrics import SCORE_NAMES
+from tagfer.metrics.predictions import PREDICTIONS_FILE, read_predictions
+from tagfer.metrics.report import DATASET_KEYS, REPORT_JSON
 from tagfer.training.baseline import VisionBaseline, build_network, class_targets, normalized_pixels
 
 
@@ -71,7 +71,7 @@ def test_network_weights_come_only_from_local_files(tmp_path):
 
 
 def test_baseline_trains_and_reports_in_the_evaluator_schema(tmp_path, configs_dir):
-    from tagfer.training.run import run_stage
+    from tagfer.training.commands import run_recipe
 
     spec = "{name: synthetic, root: %s, split: %s, num_samples: %d}"
     root = tmp_path / "synthetic"
@@ -91,7 +91,7 @@ def test_baseline_trains_and_reports_in_the_evaluator_schema(tmp_path, configs_d
             "trainer.enable_progress_bar=false",
         ],
     )
-    assert run_stage(cfg) == 0
+    run_recipe(cfg)
     run = tmp_path / "run"
     report = json.loads((run / REPORT_JSON).read_text())
     entry = report["datasets"]["synthetic/test"]

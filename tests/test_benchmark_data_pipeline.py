@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import linregress
-
 from torch.utils.data import DataLoader, Dataset
 
 from tagfer.au.detectors import DetectorSpec
@@ -57,7 +56,7 @@ def test_tiny_run_reports_every_mode_and_worker_count(bench, tmp_path, capsys):
     rows = {(row["mode"], row["workers"]): row for row in result["results"]}
     modes = ["cache", "images", "detect:builtin", "detect:synthetic", "cache+processor"]
     assert set(rows) == {(mode, workers) for mode in modes for workers in (0, 2)}
-    for (mode, workers), row in rows.items():
+    for (_mode, workers), row in rows.items():
         assert row["samples"] == result["samples"] == 12
         assert row["samples_per_s"] > 0 and 0 <= row["batch_ms_p50"] <= row["batch_ms_p90"]
         assert row["cpu_ms_per_sample"] > 0

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tagfer.cli import main
-from tagfer.config import ConfigError, load_config
+from tagfer.core.config import ConfigError, load_config
 from tagfer.training.stage_plan import needs_sft_first, plan_stages, sft_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_dry_run_prints_the_plan_and_reports_missing_inputs(tmp_path, monkeypatc
 
 def test_lightning_start_up_lines_print_once():
     script = (
-        "from tagfer.logs import configure_logging, route_lightning_to_root\n"
+        "from tagfer.core.logs import configure_logging, route_lightning_to_root\n"
         "configure_logging()\n"
         "route_lightning_to_root()\n"
         "import lightning as L\n"

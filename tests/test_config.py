@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tagfer.config import ConfigError, load_config, save_config
+from tagfer.core.config import ConfigError, load_config, save_config
 
 STAGE_FILES = ["sft", "rl", "eval", "demo", "baseline"]
 
@@ -77,14 +77,14 @@ def test_enumerated_options_are_checked(configs_dir):
 def test_num_threads_sets_torch_threads_for_the_run(configs_dir, monkeypatch):
     import torch
 
-    from tagfer.training import run
+    from tagfer.training.commands import run_recipe
 
     cfg = load_config(configs_dir / "rl.yaml", ["trainer.num_threads=1", "stage=eval"])
     seen = {}
     monkeypatch.setattr("tagfer.evaluation.runner.run_evaluation", lambda cfg: seen.setdefault("threads", torch.get_num_threads()))
     before = torch.get_num_threads()
     try:
-        assert run.run_stage(cfg) == 0
+        run_recipe(cfg)
     finally:
         torch.set_num_threads(before)
     assert seen == {"threads": 1}
@@ -130,3 +130,20 @@ def test_cli_help_and_unknown_key_exit_code(configs_dir):
         text=True,
     )
     assert bad.returncode == 2 and "unknown key 'rl.bta'" in bad.stderr and "did you mean 'rl.beta'" in bad.stderr
+
+
+def test_each_list_has_one_source():
+    """Detector names, loss types and reward scalings are stated once (in the config schema) and used
+    by the code that acts on them; every reader states its own label set."""
+    from tagfer.au import detectors
+    from tagfer.core import config
+    from tagfer.data.readers import READERS
+    from tagfer.training import grpo, preflight
+
+    assert config.CHOICES["au.detector"] is config.DETECTOR_NAMES is detectors.DETECTOR_NAMES
+    assert detectors.EXTERNAL_DETECTORS is preflight.EXTERNAL_DETECTORS is config.EXTERNAL_DETECTORS
+    assert set(config.EXTERNAL_DETECTORS) <= set(config.DETECTOR_NAMES)
+    assert config.CHOICES["rl.loss_type"] is grpo.LOSS_TYPES and config.CHOICES["rl.scale_rewards"] is grpo.SCALES
+    assert sorted(READERS) == sorted(config.DATASET_NAMES)
+    for module in READERS.values():
+        assert callable(module.label_set) and isinstance(module.LABEL_SET_FROM_RECORDS, bool), module.NAME

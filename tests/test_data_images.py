@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_trees import bomb_png
 from PIL import Image, JpegImagePlugin
 
+from dataset_trees import bomb_png
 from tagfer.au.detectors.base import AUDetector
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.regions import au_boxes, scale_box
-from tagfer.au.vocabulary import AU_LIST
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
+from tagfer.core.regions import au_boxes, scale_box
+from tagfer.core.vocabulary import AU_LIST
 from tagfer.data.images import CorruptImageError, DecodedImage, decode_image, image_size, load_image, working_size
-from tagfer.data.records import FaceRecord
 from tagfer.data.synthetic_faces import make_face
 
 
@@ -169,7 +169,7 @@ def test_scale_box():
 
 
 def test_the_detection_ceiling_is_a_positive_int_or_null(configs_dir):
-    from tagfer.config import ConfigError, load_config
+    from tagfer.core.config import ConfigError, load_config
 
     assert load_config(configs_dir / "eval.yaml").au.detect_max_pixels == 2048 * 2048
     assert load_config(configs_dir / "eval.yaml", ["au.detect_max_pixels=null"]).au.detect_max_pixels is None

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
 from dataset_trees import (
     AFFECTNET_TRAIN,
     AFFECTNET_VAL,
@@ -24,17 +27,14 @@ from dataset_trees import (
     rafdb_tree,
     write_image,
 )
-from omegaconf import OmegaConf
-from PIL import Image
-
-from tagfer.classes import CLASS_INDEX, CLASS_NAMES
 from tagfer.cli import main
-from tagfer.config import ConfigError, DatasetSpec
+from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES
+from tagfer.core.config import ConfigError, DatasetSpec
+from tagfer.core.records import FaceRecord
 from tagfer.data.ferplus_labels import label_from_votes
 from tagfer.data.images import CorruptImageError, load_image
 from tagfer.data.reader_base import DatasetLayoutError
 from tagfer.data.readers import available_splits, read_dataset, read_split
-from tagfer.data.records import FaceRecord
 
 
 def labels(result) -> dict[str, str]:

@@ -9,10 +9,10 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from tagfer.au.vocabulary import AU_LIST, EXPRESSION_PRIORS
-from tagfer.classes import CLASS_NAMES
 from tagfer.cli import main
-from tagfer.config import DatasetSpec
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.config import DatasetSpec
+from tagfer.core.vocabulary import AU_LIST, EXPRESSION_PRIORS
 from tagfer.data.face_geometry import AU_DISPLACEMENT, MIRROR, NEUTRAL_LANDMARKS, deform, side_weights, to_image
 from tagfer.data.images import load_image
 from tagfer.data.reader_base import DatasetLayoutError

@@ -12,13 +12,13 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from omegaconf import OmegaConf
 from torch.utils.data import WeightedRandomSampler
 
-from tagfer.au.regions import au_boxes
-from tagfer.config import AugmentConfig, load_config
-from tagfer.data.datamodule import FERDataModule, class_balanced_weights
-from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
+from tagfer.core.config import AugmentConfig, load_config
+from tagfer.core.regions import au_boxes
+from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
 from tagfer.data.sampling import SampleKey
+from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
 from tagfer.data.transforms import FLIP_68, apply_augmentation, build_augmentation, reseed
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
+from tagfer.pipeline.datamodule import FERDataModule, class_balanced_weights
 
 
 def _cfg(tmp_path, configs_dir, *extra):
@@ -143,6 +143,7 @@ def test_missing_template_traces_are_built_in_prepare_data_once(tmp_path, config
     """SFT builds missing template traces in ``prepare_data`` (one process per node under DDP; two ranks
     building the same file before the Trainer started once wrote every record twice), and ``setup``
     then serves every training sample with its trace."""
+    from tagfer.reasoning.build import build_traces
     from tagfer.training.sft_stage import ensure_traces, missing_traces
 
     traces = tmp_path / "traces.jsonl"
@@ -151,7 +152,7 @@ def test_missing_template_traces_are_built_in_prepare_data_once(tmp_path, config
     cfg = _cfg(tmp_path, configs_dir, f"data.train=[{face}]", "data.augment.enabled=false", *model)
     assert [spec.traces for spec in missing_traces(cfg)] == [str(traces)]
     calls = []
-    dm = FERDataModule(cfg.data, cfg.au, require_traces=True, prepare_traces=lambda: calls.append(ensure_traces(cfg)), seed=0)
+    dm = FERDataModule(cfg.data, cfg.au, require_traces=True, prepare_traces=lambda: calls.append(ensure_traces(cfg, build_traces)), seed=0)
     assert not traces.exists()
     dm.prepare_data()
     assert len(calls) == 1 and traces.is_file() and missing_traces(cfg) == []
@@ -162,6 +163,63 @@ def test_missing_template_traces_are_built_in_prepare_data_once(tmp_path, config
     teacher = _cfg(tmp_path, configs_dir, f"data.train=[{face.replace('traces.jsonl', 'teacher.jsonl')}]", "traces.source=teacher", *model)
     with pytest.raises(FileNotFoundError, match="tagfer traces build --source teacher"):
         missing_traces(teacher)
+
+
+def test_one_sft_setup_reads_each_split_once_and_opens_each_au_cache_once(tmp_path, configs_dir, tiny_qwen2_vl_dir, monkeypatch):
+    """An SFT run's ``prepare_data`` (AU caches, then the template-trace build) and ``setup`` share one
+    :class:`SplitReader`: each split is read once and each AU cache is opened and verified once."""
+    from tagfer.pipeline import splits as splits_module
+    from tagfer.pipeline.splits import SplitReader
+    from tagfer.reasoning.build import build_traces
+    from tagfer.training.sft_stage import ensure_traces
+
+    reads, opens = Counter(), Counter()
+    read_full_split, ensure_au_cache = splits_module.read_full_split, splits_module.ensure_au_cache
+
+    def counted_read(spec, **kwargs):
+        reads[spec.split] += 1
+        return read_full_split(spec, **kwargs)
+
+    def counted_cache(spec, au_cfg, records, **kwargs):
+        opens[spec.split] += 1
+        return ensure_au_cache(spec, au_cfg, records, **kwargs)
+
+    monkeypatch.setattr(splits_module, "read_full_split", counted_read)
+    monkeypatch.setattr(splits_module, "ensure_au_cache", counted_cache)
+    traces = tmp_path / "traces.jsonl"
+    train = "{name: synthetic, root: %s, split: train, num_samples: 16, traces: %s}" % (tmp_path / "synthetic", traces)
+    model = [f"model.name_or_path={tiny_qwen2_vl_dir}", "model.build_tiny=false"]
+    cfg = _cfg(tmp_path, configs_dir, f"data.train=[{train}]", "data.test=[]", "data.augment.enabled=false", *model)
+    splits = SplitReader(cfg.au)
+    dm = FERDataModule(
+        cfg.data, cfg.au, require_traces=True, prepare_traces=lambda: ensure_traces(cfg, build_traces, splits), seed=0, splits=splits
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert traces.is_file() and len(dm.datasets["train"]) > 0 and len(dm.datasets["val"]) > 0
+    assert reads == {"train": 1, "val": 1}
+    assert opens == {"train": 1, "val": 1}
+
+
+def test_a_split_reader_selection_equals_a_fresh_read(tmp_path):
+    """``SplitReader.read(spec)`` (derived from one read of the whole split) is what ``read_dataset`` returns."""
+    from tagfer.core.config import AUConfig, DatasetSpec
+    from tagfer.data.readers import read_dataset
+    from tagfer.pipeline.splits import SplitReader
+
+    root = str(tmp_path / "synthetic")
+    splits = SplitReader(AUConfig(detector="synthetic", cache_dir=str(tmp_path / "au")), progress=False)
+    whole = DatasetSpec(name="synthetic", root=root, split="train", num_samples=24)
+    for spec in (
+        whole,
+        DatasetSpec(name="synthetic", root=root, split="train", num_samples=12),
+        DatasetSpec(name="synthetic", root=root, split="train", num_samples=24, limit=5),
+        DatasetSpec(name="synthetic", root=root, split="train", num_samples=24, classes=["happiness", "sadness"]),
+    ):
+        derived, fresh = splits.read(spec), read_dataset(spec)
+        assert [r.id for r in derived.records] == [r.id for r in fresh.records]
+        assert derived.skipped == fresh.skipped and derived.notes == fresh.notes
+    assert len(splits.full(whole).records) == 24  # the selections left the shared read unchanged
 
 
 def _fixed_rotation(rotate_deg: float):

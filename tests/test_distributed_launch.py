@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
-from tagfer.config import TrainerConfig, load_config
+from tagfer.core.config import TrainerConfig, load_config
 from tagfer.training.trainer import build_strategy, processes_per_node, resume_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fixtures_models import tiny_model_cfg
-from tagfer.config import OptimConfig, RLConfig
+from tagfer.core.config import OptimConfig, RLConfig
 from tagfer.data.face_samples import face_samples
 from tagfer.models.generation import eos_token_ids, suppressed_token_ids
 from tagfer.models.inputs import append_completions, repeat_inputs
@@ -22,7 +22,7 @@ from tagfer.models.openai_endpoint import Answer, ChatClient, Completion, Endpoi
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.models.vllm_server import ServerSpec, launched_server
-from tagfer.training.collate import PromptCollator
+from tagfer.models.collate import PromptCollator
 from tagfer.training.engine_rollout import VLLMRollouts, check_prompts, engine_completions
 from tagfer.training.grpo import grpo_loss, token_logprobs, truncated_importance_weights
 from tagfer.training.grpo_module import GRPOModule
@@ -191,7 +191,7 @@ def test_importance_weights_scale_the_policy_term_not_the_kl():
 
 
 def test_preflight_refuses_what_vllm_rollouts_cannot_serve(configs_dir, tmp_path):
-    from tagfer.config import load_config
+    from tagfer.core.config import load_config
     from tagfer.training.preflight import rollout_engine_problems
 
     def problems(*overrides):

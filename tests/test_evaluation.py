@@ -9,17 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from tagfer.au.vocabulary import AU_REGION
-from tagfer.classes import CLASS_NAMES
-from tagfer.config import load_config
-from tagfer.evaluation.label_space import scored_classes, trained_classes, training_classes
-from tagfer.evaluation.predictions import PREDICTIONS_FILE, Prediction, read_predictions
-from tagfer.evaluation.published import PUBLISHED, benchmark_column, published_for
-from tagfer.evaluation.report import DATASET_KEYS, REPORT_JSON, REPORT_MD, write_report
-from tagfer.evaluation.scoring import GroundingOptions
-from tagfer.evaluation.sets import dataset_keys, evaluate_sets
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.config import load_config
+from tagfer.core.trace import Trace, TraceStep, render_trace
+from tagfer.core.vocabulary import AU_REGION
+from tagfer.data.label_space import scored_classes, trained_classes, training_classes
 from tagfer.metrics import SCORE_NAMES, FaithfulnessCounts
-from tagfer.reasoning.trace import Trace, TraceStep, render_trace
+from tagfer.metrics.predictions import PREDICTIONS_FILE, Prediction, read_predictions
+from tagfer.metrics.published import PUBLISHED, benchmark_column, published_for
+from tagfer.metrics.report import DATASET_KEYS, REPORT_JSON, REPORT_MD, write_report
+from tagfer.metrics.scoring import GroundingOptions
+from tagfer.pipeline.sets import dataset_keys, evaluate_sets
 
 FOUR = ["happiness", "sadness", "surprise", "anger"]
 
@@ -167,7 +167,6 @@ def test_scoring_loop_counts_what_the_predictions_say(tmp_path, configs_dir):
 def tiny_export(tiny_qwen2_vl_dir, tmp_path_factory):
     """The tiny Qwen2-VL exported as if trained on 5 classes (full weights + tagfer_export.json)."""
     from fixtures_models import tiny_model_cfg
-
     from tagfer.models.export import export_policy
     from tagfer.models.loader import load_vlm
 
@@ -219,7 +218,6 @@ def test_runner_writes_the_report_schema_from_its_predictions(tmp_path, configs_
 
 def test_inference_prompt_lists_the_trained_classes(tiny_export, tiny_qwen2_vl_dir):
     from fixtures_models import tiny_model_cfg
-
     from tagfer.evaluation.inference import load_inference_model
 
     engine = load_inference_model(tiny_model_cfg(tiny_qwen2_vl_dir), checkpoint=str(tiny_export), think_tags=False, accelerator="cpu")

@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 
 from dataset_trees import affectnet_csv_tree, affectnet_npy_tree, ferplus_csv_tree, imagefolder_tree, rafdb_tree
-from tagfer.au.evidence import AUEvidence
-from tagfer.config import ConfigError, load_config
-from tagfer.crop import box_from_crop, box_to_crop, crop_image, crop_window, points_from_crop, points_to_crop, window_size
-from tagfer.data.datamodule import FERDataModule
+from tagfer.core.config import ConfigError, load_config
+from tagfer.core.crop import box_from_crop, box_to_crop, crop_image, crop_window, points_from_crop, points_to_crop, window_size
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 from tagfer.data.face_crop import FaceCrop, apply_face_crop
 from tagfer.data.readers import read_split
-from tagfer.data.records import FaceRecord
+from tagfer.pipeline.datamodule import FERDataModule
 
 # ------------------------------------------------------------------------------------------ geometry
 
@@ -215,7 +215,8 @@ def test_aligned_sets_are_served_pixel_for_pixel_as_without_the_crop(tmp_path, c
 
 
 def test_template_traces_are_built_for_the_crop_and_checked_when_served(tmp_path, configs_dir, tiny_qwen2_vl_dir):
-    from tagfer.reasoning.trace import parse_trace
+    from tagfer.core.trace import parse_trace
+    from tagfer.reasoning.build import build_traces
     from tagfer.training.sft_stage import ensure_traces
 
     traces = tmp_path / "traces.jsonl"
@@ -225,7 +226,7 @@ def test_template_traces_are_built_for_the_crop_and_checked_when_served(tmp_path
         f"model.name_or_path={tiny_qwen2_vl_dir}", "model.build_tiny=false", "data.augment.enabled=false",
     ]
     cfg = load_config(configs_dir / "sft.yaml", overrides)
-    dm = FERDataModule(cfg.data, cfg.au, require_traces=True, prepare_traces=lambda: ensure_traces(cfg), seed=0)
+    dm = FERDataModule(cfg.data, cfg.au, require_traces=True, prepare_traces=lambda: ensure_traces(cfg, build_traces), seed=0)
     dm.prepare_data()
     dm.setup("fit")
     lines = [json.loads(line) for line in traces.read_text().splitlines()]
@@ -248,12 +249,11 @@ def test_predict_crops_the_photo_and_draws_the_boxes_on_the_face(tiny_qwen2_vl_d
     """The same small face in a large photo through predict: the model sees the crop, its norm1000 box comes
     back in photo pixels inside the face, and the PNG of the whole photo has the boxes on the face."""
     from fixtures_models import tiny_model_cfg
-
     from tagfer.au.detectors import create_detector
+    from tagfer.core.visualize import DETECTOR_COLOUR, PREDICTED_COLOUR
     from tagfer.evaluation.inference import load_inference_model
     from tagfer.evaluation.predict import predict_images
-    from tagfer.evaluation.predictions import Prediction
-    from tagfer.visualize import DETECTOR_COLOUR, PREDICTED_COLOUR
+    from tagfer.metrics.predictions import Prediction
 
     root, paste = _photo_with_a_small_face(tmp_path)
     photo_path = root / "test" / "happy" / "photo.png"

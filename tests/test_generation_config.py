@@ -10,10 +10,10 @@ import torch
 
 from fixtures_models import tiny_model_cfg
 from tagfer.data.face_samples import face_samples
+from tagfer.models.collate import PromptCollator
 from tagfer.models.generation import explicit_generation_config, generate_completions
 from tagfer.models.loader import load_vlm
 from tagfer.models.space import ModelSpace
-from tagfer.training.collate import PromptCollator
 
 #: What real Qwen-VL checkpoints ship (repetition_penalty 1.05, top_k/top_p), strong enough to change the
 #: tiny model's samples: before explicit_generation_config the penalty, min_p and no-repeat size leaked in.

@@ -8,7 +8,7 @@ import zlib
 import pytest
 import torch
 
-from tagfer.config import LOSS_TYPES, ConfigError
+from tagfer.core.config import LOSS_TYPES, ConfigError
 from tagfer.training.grpo import (
     GRPOObjective,
     combine_rewards,
@@ -368,7 +368,7 @@ def test_objective_is_frozen_and_defaults_epsilon_high_to_epsilon_low():
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_every_listed_loss_type_aggregates(loss_type):
-    """The one list of loss types (tagfer.config.LOSS_TYPES) is the one the loss implements."""
+    """The one list of loss types (tagfer.core.config.LOSS_TYPES) is the one the loss implements."""
     lp, old, ref, adv, mask = random_inputs((3, 4), seed=13)
     loss, _ = grpo_loss(lp, old, ref, adv, mask, objective(loss_type=loss_type, beta=0.04))
     assert torch.isfinite(loss)

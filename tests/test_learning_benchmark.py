@@ -35,9 +35,8 @@ def test_seed_tables_pool_faces_and_print_intervals_and_paired_differences(tmp_p
     """The --seeds summary from per-seed evaluation outputs (written here by hand: no training)."""
     import json
 
-    from test_bootstrap import CLASSES, random_predictions
-
     from tagfer.metrics.bootstrap import bootstrap_scores, concat_tables, face_table
+    from test_bootstrap import CLASSES, random_predictions
 
     spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
 from tagfer.metrics import (
     NO_ANSWER,
     SCORE_NAMES,
@@ -26,7 +27,6 @@ from tagfer.metrics import (
     faithfulness_counts,
     to_json_ready,
 )
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
 
 RAF_CLASSES = CLASS_NAMES[:7]  # the 7 RAF-DB classes (canonical order without contempt)
 

@@ -7,16 +7,15 @@ import math
 import random
 from datetime import timedelta
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tagfer.au.vocabulary import AU_LIST, AU_REGION, REGIONS
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_LIST, AU_REGION, REGIONS
 from tagfer.metrics import NO_ANSWER, ExpressionClassificationMetrics, GroundingFaithfulness, ParseRate, to_json_ready
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
 
 CLASSES = CLASS_NAMES[:7]
 

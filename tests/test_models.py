@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from fixtures_models import tiny_model_cfg
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from tagfer.config import load_config
+from fixtures_models import tiny_model_cfg
+from tagfer.core.config import load_config
+from tagfer.core.prompt import task_prompt
+from tagfer.core.trace import Trace, TraceStep, render_trace
 from tagfer.models.boxes import box_convention
 from tagfer.models.export import EXPORT_META_FILE, export_policy, read_export_meta
 from tagfer.models.inputs import (
@@ -35,8 +37,6 @@ from tagfer.models.policy import (
 from tagfer.models.resize import model_input_size
 from tagfer.models.tiny import mrope_section
 from tagfer.models.tiny_tokenizer import SPECIAL_TOKENS
-from tagfer.reasoning.prompt import task_prompt
-from tagfer.reasoning.trace import Trace, TraceStep, render_trace
 
 FAMILY_DIRS = {"qwen2_vl": "tiny_qwen2_vl_dir", "qwen2_5_vl": "tiny_qwen2_5_vl_dir"}
 LM_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

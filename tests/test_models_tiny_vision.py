@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from tagfer.au.regions import au_boxes
-from tagfer.au.vocabulary import AU_LIST
 from fixtures_models import tiny_model_cfg
+from tagfer.core.regions import au_boxes
+from tagfer.core.vocabulary import AU_LIST
 from tagfer.models.tiny import ensure_tiny_model
 from tagfer.models.tiny_vision import MIN_COVER, pretrain_vision, pretraining_faces, token_au_targets
 

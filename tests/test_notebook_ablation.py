@@ -13,11 +13,11 @@ import pytest
 
 matplotlib.use("Agg")
 
-from tagfer.classes import CLASS_NAMES  # noqa: E402
+from tagfer.core.classes import CLASS_NAMES  # noqa: E402
 from tagfer.evaluation import ablation  # noqa: E402
-from tagfer.evaluation.report import write_report  # noqa: E402
-from tagfer.evaluation.scoring import SetScorer  # noqa: E402
 from tagfer.metrics import SCORE_NAMES  # noqa: E402
+from tagfer.metrics.report import write_report  # noqa: E402
+from tagfer.metrics.scoring import SetScorer  # noqa: E402
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "ablation_analysis.ipynb"
 RAFDB = tuple(c for c in CLASS_NAMES if c != "contempt")

@@ -154,10 +154,10 @@ def test_teacher_endpoint_keeps_verified_traces_with_provenance(tiny_qwen2_vl_di
     explicitly, the box space from the processor at ``name_or_path``, the loop's checks unchanged."""
     from omegaconf import OmegaConf
 
-    from tagfer.config import TagferConfig
+    from tagfer.core.config import TagferConfig
+    from tagfer.core.trace import Trace, TraceStep, render_trace
     from tagfer.reasoning.build import loaded_teacher
     from tagfer.reasoning.teacher import KEPT, TeacherOptions, TeacherSample, run_teacher
-    from tagfer.reasoning.trace import Trace, TraceStep, render_trace
 
     reply = render_trace(Trace("A smile.", (TraceStep("lip corners", ("AU12",), "lip corners pulled up", (4, 5, 30, 20)),), ("AU12",), "happiness"))
     with launched_server(fake_spec("--reply", reply)) as server:

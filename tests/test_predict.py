@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagfer.evaluation.predict import drawing_scale, predict_config_path
+from tagfer.evaluation.commands import predict_config_path
+from tagfer.evaluation.predict import drawing_scale
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -65,7 +66,7 @@ def test_predict_prints_json_and_saves_annotated_pngs(tiny_qwen2_vl_dir, tmp_pat
         with Image.open(source) as original, Image.open(png) as drawn:
             assert drawn.width == original.width * drawing_scale(original.size)
         assert set(result["faithfulness"]) >= {"cited", "mean_iou", "hallucination_rate"}
-        for au, info in result["active_aus"].items():
+        for info in result["active_aus"].values():
             assert info["prob"] >= 0.5 and len(info["box"]) == 4
     photo = results[1]
     assert photo["active_aus"] or photo["face_box"]  # the dlib face of the real photo
@@ -94,12 +95,11 @@ def test_an_image_that_cannot_be_decoded_gets_one_line_and_the_others_are_predic
 def test_predict_maps_model_boxes_to_pixels(tiny_qwen2_vl_dir, tmp_path, images):
     """A scripted completion citing a norm1000 box comes back in image pixels and is scored against the detector."""
     from fixtures_models import tiny_model_cfg
-
     from tagfer.au.detectors import create_detector
     from tagfer.data.face_crop import FaceCrop
     from tagfer.evaluation.inference import load_inference_model
     from tagfer.evaluation.predict import predict_images
-    from tagfer.evaluation.predictions import Prediction
+    from tagfer.metrics.predictions import Prediction
 
     engine = load_inference_model(tiny_model_cfg(tiny_qwen2_vl_dir), checkpoint=None, think_tags=False, accelerator="cpu")
     text = (

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.vocabulary import AU_REGION, REGIONS
-from tagfer.classes import CLASS_INDEX
-from tagfer.config import ConfigError, DatasetSpec, TagferConfig
-from tagfer.data.records import FaceRecord
+from tagfer.core.classes import CLASS_INDEX
+from tagfer.core.config import ConfigError, DatasetSpec, TagferConfig
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
+from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_REGION, REGIONS
+from tagfer.data.trace_file import read_traces, rejected_path
 from tagfer.models.boxes import to_model_space
 from tagfer.models.resize import ResizeParams
 from tagfer.models.space import ModelSpace
 from tagfer.reasoning.build import build_trace_file, resolve_trace_paths, teacher_to_student
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
-from tagfer.reasoning.trace_file import read_traces, rejected_path
 
 RESIZE = ResizeParams(min_pixels=56 * 56, max_pixels=112 * 112)
 STUDENT = ModelSpace("norm1000", RESIZE)

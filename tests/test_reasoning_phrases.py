@@ -6,9 +6,8 @@ import re
 
 import pytest
 
-from tagfer.au.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
-from tagfer.classes import CLASS_NAMES
-from tagfer.reasoning.phrases import (
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.phrases import (
     AU_PHRASES,
     CLASS_ANALYSES,
     EVIDENCE_PATTERNS,
@@ -19,7 +18,8 @@ from tagfer.reasoning.phrases import (
     evidence_pattern,
     intensity_level,
 )
-from tagfer.reasoning.trace import parse_trace
+from tagfer.core.trace import parse_trace
+from tagfer.core.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
 
 UNSAFE = re.compile(r"[\n()<>→]|->")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tagfer.au.vocabulary import REGIONS
-from tagfer.reasoning.prompt import task_prompt, teacher_prompt
+from tagfer.core.prompt import task_prompt, teacher_prompt
+from tagfer.core.vocabulary import REGIONS
 
 
 def test_task_prompt_names_classes_convention_and_every_grammar_form() -> None:

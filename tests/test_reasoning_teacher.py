@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
 from tagfer.reasoning.teacher import (
     FORMAT_FAILED,
     KEPT,
@@ -12,7 +13,6 @@ from tagfer.reasoning.teacher import (
     TeacherSample,
     run_teacher,
 )
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
 
 
 def answer_trace(label: str, think: bool = False, arrow: str = "→") -> str:
@@ -137,8 +137,8 @@ def test_tiny_model_as_teacher_counts_attempts_and_keeps_only_verified_traces(ti
     import numpy as np
 
     from fixtures_models import tiny_model_cfg
-    from tagfer.models.loader import load_vlm
     from tagfer.models.engine import hf_generator
+    from tagfer.models.loader import load_vlm
 
     model, processor, _ = load_vlm(tiny_model_cfg(tiny_qwen2_vl_dir), for_training=False)
     calls: list[int] = []

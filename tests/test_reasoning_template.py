@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.vocabulary import AU_LIST, AU_REGION, REGIONS
-from tagfer.classes import CLASS_NAMES
-from tagfer.reasoning.phrases import AU_PHRASES, CLASS_ANALYSES, RELAXED_PHRASES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.phrases import AU_PHRASES, CLASS_ANALYSES, RELAXED_PHRASES
+from tagfer.core.trace import Trace, TraceStep, parse_trace
+from tagfer.core.vocabulary import AU_LIST, AU_REGION, REGIONS
 from tagfer.reasoning.template import (
     TemplateOptions,
     TemplateSkip,
@@ -20,7 +21,6 @@ from tagfer.reasoning.template import (
     region_box,
     sample_rng,
 )
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace
 
 
 def identity(box):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tagfer.reasoning.trace import Trace, TraceStep, render_trace
-from tagfer.reasoning.trace_file import (
+from tagfer.core.trace import Trace, TraceStep, render_trace
+from tagfer.data.trace_file import (
     TraceFileError,
     TraceWriter,
     read_traces,
@@ -126,7 +126,7 @@ def test_rejected_sidecar(tmp_path) -> None:
 
 def test_crop_box_is_optional_and_checked() -> None:
     """``crop_box``: absent or null (whole image; files from before the face crop) or 4 ordered integers."""
-    from tagfer.reasoning.trace_file import trace_window, validate_trace_record
+    from tagfer.data.trace_file import trace_window, validate_trace_record
 
     assert trace_window(validate_trace_record(record("a"), "f:1")) is None
     assert trace_window(validate_trace_record(record("a", crop_box=None), "f:1")) is None

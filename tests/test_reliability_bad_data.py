@@ -14,13 +14,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from dataset_trees import AffectRow, affectnet_csv_tree, ferplus_csv_tree, noise_image, rafdb_tree, synthetic_face_image, write_image
-from tagfer.au.cache import CacheMismatchError, ensure_au_cache
-from tagfer.config import AUConfig, DataConfig, DatasetSpec
-from tagfer.data.datamodule import FERDataModule
+from tagfer.au.cache import CacheMismatchError
+from tagfer.core.config import AUConfig, DataConfig, DatasetSpec
 from tagfer.data.images import CorruptImageError
 from tagfer.data.reader_base import DatasetLayoutError
 from tagfer.data.readers import read_dataset
-from tagfer.reasoning.trace_file import TraceFileError, read_traces
+from tagfer.data.trace_file import TraceFileError, read_traces
+from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.pipeline.splits import SplitReader
 
 pytest.importorskip("dlib")
 
@@ -157,7 +158,7 @@ def test_a_trace_file_cut_mid_line_names_the_file_and_line(tmp_path):
 
 def test_an_au_cache_shard_damaged_after_the_build_is_never_read(rafdb, tmp_path):
     dm = setup(rafdb, tmp_path)
-    cache = ensure_au_cache(dm.data_cfg.train[0], dm.au_cfg, progress=False)
+    cache = SplitReader(dm.au_cfg, progress=False).au_cache(dm.data_cfg.train[0])
     shard = cache.directory / "train" / "shard-00000.npy"
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0xFF  # one flipped byte: same size, valid header, wrong numbers

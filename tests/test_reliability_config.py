@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from fixtures_models import tiny_model_cfg
-from tagfer.au.cache import ensure_au_cache
 from tagfer.cli import main
-from tagfer.config import ConfigError, SFTConfig, load_config
+from tagfer.core.config import ConfigError, SFTConfig, load_config
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
+from tagfer.pipeline.splits import SplitReader
 from tagfer.training.preflight import preflight
 from tagfer.training.resume import ResumeMismatchError, RunState, check_resume, run_signature
 from tagfer.training.sft_module import SFTModule
@@ -66,7 +66,7 @@ def test_au_cache_of_another_detector_is_refused_with_the_rebuild_command(config
     """The default cache directory is per detector; a spec's explicit ``au_cache`` can point at another's."""
     shared = "data.train=[{name: synthetic, root: %s, split: train, num_samples: 4, au_cache: %s}]" % (tmp_path / "faces", tmp_path / "cache")
     cfg = config(configs_dir, tmp_path, "sft.yaml", shared)
-    ensure_au_cache(cfg.data.train[0], cfg.au, progress=False)  # built by the synthetic ground-truth detector
+    SplitReader(cfg.au, progress=False).au_cache(cfg.data.train[0])  # built by the synthetic ground-truth detector
     other = config(configs_dir, tmp_path, "sft.yaml", shared, "au.detector=dataset_landmarks")
     with pytest.raises(ConfigError, match=r"built by detector 'synthetic'.*asks for 'dataset_landmarks'[\s\S]*tagfer au-cache build .*--detector dataset_landmarks"):
         preflight(other)

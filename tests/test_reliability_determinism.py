@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from tagfer.config import load_config
-from tagfer.data.datamodule import FERDataModule
+from tagfer.core.config import load_config
 from tagfer.data.images import load_image
 from tagfer.data.sampling import EpochSampler, SampleKey, epoch_order
+from tagfer.pipeline.datamodule import FERDataModule
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only_and_ranks_partition_it():

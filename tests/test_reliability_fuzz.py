@@ -23,10 +23,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tagfer.au.vocabulary import AU_LIST, REGIONS
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.trace import MAX_TRACE_CHARS, ParsedTrace, Trace, TraceStep, answer_spans, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_LIST, REGIONS
 from tagfer.metrics.grounding import SCORE_NAMES, GroundingFaithfulness, faithfulness_counts
-from tagfer.reasoning.trace import MAX_TRACE_CHARS, ParsedTrace, Trace, TraceStep, answer_spans, parse_trace, render_trace
 from tagfer.training.grpo import combine_rewards
 from tagfer.training.rewards import REWARDS, GRPOBatch, build_reward, reward_matrix
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_trees import bomb_png, png_chunk
 from omegaconf import OmegaConf
 from PIL import Image
 
+from dataset_trees import bomb_png, png_chunk
 from tagfer.au.cache import AUCache
 from tagfer.cli import main
-from tagfer.config import AUConfig, DataConfig, DatasetSpec
-from tagfer.data.datamodule import FERDataModule
+from tagfer.core.config import AUConfig, DataConfig, DatasetSpec
+from tagfer.pipeline.datamodule import FERDataModule
 
 pytest.importorskip("dlib")
 
@@ -127,7 +127,7 @@ def test_a_bug_in_the_detector_is_not_taken_for_a_bad_image(tmp_path, monkeypatc
     from tagfer.au.build import build_split
     from tagfer.au.detectors import DetectorSpec
     from tagfer.au.detectors.landmarks import BuiltinDetector
-    from tagfer.data.records import FaceRecord
+    from tagfer.core.records import FaceRecord
 
     def broken(self, image, record):
         raise RuntimeError("detector bug")

@@ -19,18 +19,18 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from fixtures_models import tiny_model_cfg
-from tagfer.config import OptimConfig, RLConfig, SFTConfig, TagferConfig
+from tagfer.core.config import OptimConfig, RLConfig, SFTConfig, TagferConfig
 from tagfer.data.face_samples import face_samples
+from tagfer.models.collate import PromptCollator, SFTCollator
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
-from tagfer.training.collate import PromptCollator, SFTCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.grpo_stage import module_settings
-from tagfer.training.skips import NonFiniteStepError
 from tagfer.training.rewards import build_rewards
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.sft_module import SFTModule
+from tagfer.training.skips import NonFiniteStepError
 from tagfer.training.trainer import build_trainer
 
 TARGET = "<answer>happiness</answer>"

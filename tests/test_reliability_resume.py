@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tagfer.config import DatasetSpec, load_config
+from tagfer.core.config import DatasetSpec, load_config
 from tagfer.data.readers import read_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def kill_and_resume(command_for, workdir: Path, steps: int, initial_model: Path)
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, tiny_qwen2_vl_dir) -> dict:
     """Synthetic faces, their AU cache and template traces, built once (the runs only read them)."""
-    from tagfer.au.cache import ensure_au_cache
+    from tagfer.pipeline.splits import SplitReader
     from tagfer.reasoning.build import build_traces
 
     root = tmp_path_factory.mktemp("resume-data")
@@ -135,7 +135,7 @@ def shared(tmp_path_factory, tiny_qwen2_vl_dir) -> dict:
     cfg = load_config(REPO / "configs" / "sft.yaml", overrides)
     for split in ("train", "val", "test"):
         for spec in cfg.data[split]:
-            ensure_au_cache(spec, cfg.au, progress=False)
+            SplitReader(cfg.au, progress=False).au_cache(spec)
     build_traces(cfg, source="template")
     assert read_dataset(DatasetSpec(name="synthetic", root=str(paths["data"]), split="train", num_samples=8)).records
     return paths

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tagfer.config import ConfigError, RewardSpec, load_config
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.config import ConfigError, RewardSpec, load_config
+from tagfer.core.trace import Trace, TraceStep, parse_trace, render_trace
 from tagfer.training.rewards import REWARDS, GRPOBatch, build_reward, build_rewards, reward_matrix, reward_stats
 
 EXTENT = (100, 100)

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from fixtures_models import tiny_model_cfg
-from tagfer.config import RLConfig
+from tagfer.core.config import RLConfig
 from tagfer.data.face_samples import face_samples
+from tagfer.models.collate import PromptCollator
 from tagfer.models.image_features import causal_lm, encode_images, vision_is_frozen, with_image_features
 from tagfer.models.inputs import append_completions, repeat_inputs, select_rows
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
-from tagfer.training.collate import PromptCollator
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.grpo_stage import module_settings
 from tagfer.training.rewards import build_rewards

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tagfer.config import RewardSpec
+from tagfer.core.config import RewardSpec
 from tagfer.training.rewards import GRPOBatch, build_rewards, reward_matrix
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "grpo_vs_trl.py"

@@ -1,4 +1,4 @@
-"""Exclusive holds (tagfer.run_lock): one live process per run directory, AU cache build and trace file.
+"""Exclusive holds (tagfer.core.run_lock): one live process per run directory, AU cache build and trace file.
 
 The end-to-end test starts the real training command twice on one run directory: the second stops at
 once naming the holder; after ``kill -9`` of the first, the same command runs to its export.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tagfer.reasoning.trace_file import TraceWriter
-from tagfer.run_lock import PathHeldError, hold, is_launch_leader, launch_job, lock_file_for, read_holder
+from tagfer.core.run_lock import PathHeldError, hold, is_launch_leader, launch_job, lock_file_for, read_holder
+from tagfer.data.trace_file import TraceWriter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_launch_identity_from_the_launcher_variables():
 
 _HOLD_BRIEFLY = """
 import sys, time
-from tagfer.run_lock import hold
+from tagfer.core.run_lock import hold
 with hold(sys.argv[1], "AU cache", directory=True):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tagfer.config import load_config
+from tagfer.core.config import load_config
 from tagfer.models.loader import load_vlm
+from tagfer.reasoning.build import build_traces
 from tagfer.training.grpo_stage import run_grpo
 from tagfer.training.sft_stage import run_sft
 
@@ -91,7 +92,7 @@ def sft_export(configs_dir, workdir):
         "trainer.check_val_every_n_epoch=160",
         "trainer.checkpoint.every_n_train_steps=80",
     )
-    return run_sft(cfg)
+    return run_sft(cfg, build_traces=build_traces)
 
 
 @pytest.mark.slow

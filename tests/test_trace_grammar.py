@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tagfer.au.vocabulary import AU_LIST, REGIONS
-from tagfer.classes import CLASS_NAMES
-from tagfer.reasoning.phrases import AU_PHRASES, RELAXED_PHRASES
-from tagfer.reasoning.trace import MAX_COORDINATE, MAX_TRACE_CHARS, ParsedTrace, Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.phrases import AU_PHRASES, RELAXED_PHRASES
+from tagfer.core.trace import MAX_COORDINATE, MAX_TRACE_CHARS, ParsedTrace, Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_LIST, REGIONS
 
 BANK = sorted({p for levels in AU_PHRASES.values() for ps in levels.values() for p in ps} | {p for ps in RELAXED_PHRASES.values() for p in ps})
 

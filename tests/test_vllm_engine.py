@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from fixtures_models import tiny_model_cfg
-from tagfer.classes import CLASS_NAMES
-from tagfer.config import TinyModelConfig, VLLMConfig, load_config
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.config import TinyModelConfig, VLLMConfig, load_config
 from tagfer.data.face_samples import face_samples
 from tagfer.models.engine import hf_generator, vllm_endpoint
 from tagfer.models.generation import suppressed_token_ids

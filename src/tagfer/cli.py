@@ -1,7 +1,9 @@
 """``tagfer``: one console script, one subcommand per stage.
 
 Each stage package owns a light ``commands.py`` with ``register(subparsers)``; heavy imports (torch,
-transformers) happen inside the handlers, so ``tagfer --help`` is instant.
+transformers) happen inside the handlers, so ``tagfer --help`` is instant. The scripts under ``src/``
+call their command's ``*_main`` directly (``src/train.py`` → :func:`tagfer.training.commands.train_main`);
+both ways run the handler through :func:`tagfer.cli_common.run_handler` (same logging, same exit codes).
 """
 
 from __future__ import annotations
@@ -10,12 +12,7 @@ import argparse
 import sys
 
 from tagfer import __version__
-from tagfer.config import ConfigError
-from tagfer.logs import configure_logging
-from tagfer.run_lock import PathHeldError
-
-#: Exit code when a run directory, AU cache or trace file is held by another live process.
-HELD_EXIT_CODE = 3
+from tagfer.cli_common import run_handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,15 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as err:
-        print(f"tagfer: configuration error: {err}", file=sys.stderr)
-        return 2
-    except PathHeldError as err:
-        print(f"tagfer: {err}", file=sys.stderr)
-        return HELD_EXIT_CODE
+    return run_handler(args.func, args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,40 @@
-"""Argument helpers shared by the config-driven commands (train, demo, evaluate, traces)."""
+"""What every command shares: argument helpers of the config-driven commands (train, demo, evaluate,
+traces) and :func:`run_handler`, which gives every entry point (``tagfer``, ``src/train.py``, ...) the same
+logging and exit codes."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import tagfer
+from tagfer.core.config import ConfigError
+from tagfer.core.logs import configure_logging
+from tagfer.core.run_lock import PathHeldError
+
+#: Exit code of a configuration error.
+CONFIG_EXIT_CODE = 2
+#: Exit code when a run directory, AU cache or trace file is held by another live process.
+HELD_EXIT_CODE = 3
 
 #: The repository's configs/ folder (for an editable install); used when ./configs does not exist.
 REPO_CONFIGS = Path(tagfer.__file__).resolve().parents[2] / "configs"
+
+
+def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, *, verbose: bool = False) -> int:
+    """Configure logging and run a command's handler; returns the exit code: the handler's (None → 0),
+    :data:`CONFIG_EXIT_CODE` on a configuration error, :data:`HELD_EXIT_CODE` when a path is held."""
+    configure_logging(verbose)
+    try:
+        return int(handler(args) or 0)
+    except ConfigError as err:
+        print(f"tagfer: configuration error: {err}", file=sys.stderr)
+        return CONFIG_EXIT_CODE
+    except PathHeldError as err:
+        print(f"tagfer: {err}", file=sys.stderr)
+        return HELD_EXIT_CODE
 
 
 def default_config(name: str) -> str:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from tagfer.config import save_config
-from tagfer.run_lock import hold_run_dir
+from tagfer.core.config import save_config
+from tagfer.core.run_lock import hold_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,8 @@ def run_demo(cfg) -> Path:
 
 
 def _run_stages(cfg, root: Path) -> Path:
-    from tagfer.au.cache import ensure_au_cache
-    from tagfer.data.readers import read_dataset
     from tagfer.evaluation.runner import run_evaluation
+    from tagfer.pipeline.splits import SplitReader
     from tagfer.reasoning.build import build_traces
     from tagfer.training.grpo_stage import run_grpo
     from tagfer.training.sft_stage import run_sft
@@ -66,6 +65,7 @@ def _run_stages(cfg, root: Path) -> Path:
     specs = [spec for split in ("train", "val", "test") for spec in cfg.data[split]]
     sft_export, rl_export = root / "sft" / "export", root / "rl" / "export"
     reports: dict[str, Path] = {}
+    splits = SplitReader(cfg.au)  # the data, au_cache and traces stages read each split once
 
     def timed(name, fn):
         _banner(f"{name} ({STAGES.index(name) + 1}/{len(STAGES)})")
@@ -75,14 +75,14 @@ def _run_stages(cfg, root: Path) -> Path:
         return result
 
     if "data" in cfg.demo.stages:
-        timed("data", lambda: [print(f"{s.name}/{s.split}: {len(read_dataset(s).records)} faces under {s.root}") for s in specs])
+        timed("data", lambda: [print(f"{s.name}/{s.split}: {len(splits.read(s).records)} faces under {s.root}") for s in specs])
     if "au_cache" in cfg.demo.stages:
-        timed("au_cache", lambda: [ensure_au_cache(s, cfg.au) for s in specs])
+        timed("au_cache", lambda: [splits.au_cache(s) for s in specs])
     if "traces" in cfg.demo.stages:
-        timed("traces", lambda: build_traces(cfg, source="template"))
+        timed("traces", lambda: build_traces(cfg, source="template", splits=splits))
     if "sft" in cfg.demo.stages:
         sft_cfg = stage_config(cfg, "sft", root / "sft", trainer={"max_epochs": cfg.demo.sft_epochs, "max_steps": -1})
-        timed("sft", lambda: _unless_exported(sft_export, lambda: run_sft(sft_cfg)))
+        timed("sft", lambda: _unless_exported(sft_export, lambda: run_sft(sft_cfg, build_traces=build_traces)))
     if "rl" in cfg.demo.stages:
         rl_cfg = stage_config(
             cfg, "rl", root / "rl", model={"init_from": str(sft_export)}, trainer={"max_steps": cfg.demo.rl_steps, "max_epochs": -1}

@@ -1,6 +1,3 @@
-"""Facial Action Units: vocabulary and priors, landmark → region boxes, detectors, the AU cache."""
-
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.vocabulary import AU_LIST, AU_NAMES, AU_REGION, EXPRESSION_PRIORS, REGIONS, canonical_au
-
-__all__ = ["AUEvidence", "AU_LIST", "AU_NAMES", "AU_REGION", "EXPRESSION_PRIORS", "REGIONS", "canonical_au"]
+"""Facial Action Units: detectors, the landmark-geometry estimate and its calibration, the AU cache
+(built from records handed to it; this package reads no dataset). The AU vocabulary, regions and
+evidence live in :mod:`tagfer.core`."""

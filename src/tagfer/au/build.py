@@ -1,7 +1,8 @@
 """Build the AU cache of a dataset: run a detector over every image, in shards, resumably, in parallel.
 
-``tagfer au-cache build --dataset NAME --root DIR --detector NAME --out DIR`` (see :func:`add_build_arguments`)
-reads each requested split with the dataset reader and calls :func:`build_split`, which
+``tagfer au-cache build --dataset NAME --root DIR --detector NAME --out DIR``
+(:mod:`tagfer.au.commands`) reads each requested split with the dataset reader and hands its records to
+:func:`build_split` (this package reads no dataset), which
 
 1. sorts the records by id and cuts them into shards of ``shard_size``;
 2. writes ``<out>/<split>/plan.json`` (fingerprint, ids, detector, box mode, shard size) — a build
@@ -15,13 +16,12 @@ reads each requested split with the dataset reader and calls :func:`build_split`
    with ``strict``); a face that is not found is stored with ``face_found = False``;
 4. writes ``<out>/<split>/index.json`` and finally records the split in ``<out>/meta.json``.
 
-The build holds ``<out>`` (:func:`tagfer.run_lock.hold`, lock file ``<out>/.lock``): a second build of the
+The build holds ``<out>`` (:func:`tagfer.core.run_lock.hold`, lock file ``<out>/.lock``): a second build of the
 same cache stops at once naming the holder (a rank of the same distributed launch waits for it instead).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -35,16 +35,25 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.au.cache import FORMAT, FORMAT_VERSION, AUCache, CacheMismatchError, read_meta, rebuild_command
+from tagfer.au.cache import (
+    FORMAT,
+    FORMAT_VERSION,
+    AUCache,
+    CacheMismatchError,
+    check_expectations,
+    default_cache_dir,
+    read_meta,
+    rebuild_command,
+)
 from tagfer.au.detectors import DetectorSpec
 from tagfer.au.fingerprint import dataset_fingerprint
 from tagfer.au.quality import VERDICTS, laplacian_sharpness, quality_verdict
 from tagfer.au.quality import face_size as box_face_size
-from tagfer.au.regions import scale_box
 from tagfer.au.shards import atomic_write_json, evidence_row, read_shard_info, row_dtype, shard_name, write_shard
-from tagfer.au.vocabulary import AU_LIST
-from tagfer.config import SPLITS, AUConfig, DatasetSpec, QualityConfig
-from tagfer.run_lock import hold
+from tagfer.core.config import SPLITS, AUConfig, DatasetSpec, QualityConfig
+from tagfer.core.regions import scale_box
+from tagfer.core.run_lock import hold
+from tagfer.core.vocabulary import AU_LIST
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +312,7 @@ def _finish_split(out: Path, directory: Path, meta: dict, plan: dict, n_shards: 
     log.info("%s/%s: %d images cached, %d skipped, %d dropped by the quality filter (%s)", out, plan["split"], rows, len(skipped), len(dropped), summary)
 
 
-# ------------------------------------------------------------------------------------ config / CLI
+# ------------------------------------------------------------------------------------ from a config
 def detector_spec(au_cfg) -> DetectorSpec:
     """The :class:`DetectorSpec` an ``au`` config section asks for."""
     return DetectorSpec(
@@ -314,64 +323,52 @@ def detector_spec(au_cfg) -> DetectorSpec:
     )
 
 
-def read_full_split(spec, strict: bool) -> tuple[list, dict]:
-    """``(records, reader skips)`` of the whole split ``spec`` names (its ``limit`` and ``classes`` ignored).
+def ensure_au_cache(spec, au_cfg, records: list, *, progress: bool = True) -> AUCache:
+    """The AU cache of the dataset split ``spec`` under the ``au`` config, built from ``records`` first when missing.
 
-    For the synthetic reader that is every face of the split on disk, which may be more than the spec's
-    ``num_samples`` (a smaller spec reads a prefix of a larger split and shares its cache).
+    ``records`` are those of the whole split (``tagfer.data.readers.read_full_split``: ``spec.limit``
+    and ``spec.classes`` are ignored here, so every subset of the split shares the cache); whoever reads
+    the dataset hands them in. Raises :class:`CacheMismatchError` — with the rebuild command — when an
+    existing cache was built from other data, by another detector or detector version, or with another box
+    mode, or when a shard's checksum no longer matches (:meth:`AUCache.verify`). The cache directory is
+    :func:`tagfer.au.cache.default_cache_dir`.
     """
-    from tagfer.data.readers import read_dataset, read_split
-
-    values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(DatasetSpec)}
-    full = DatasetSpec(**{**values, "limit": None, "classes": None})
-    result = read_dataset(full, strict=strict)  # generates a missing synthetic split
-    if spec.name == "synthetic":
-        result = read_split("synthetic", spec.root, spec.split, strict=strict, num_samples=None)
-    return list(result.records), dict(result.skipped)
-
-
-def _available_splits(dataset: str, root: str, options: dict) -> list[str]:
-    """The splits present on disk (every split for the synthetic reader, which generates them)."""
-    from tagfer.data.readers import available_splits, reader
-
-    module = reader(dataset)
-    return list(SPLITS) if dataset == "synthetic" else available_splits(dataset, root, **{k: v for k, v in options.items() if k in module.OPTIONS})
-
-
-def build_command(args: argparse.Namespace) -> int:
-    """``tagfer au-cache build``: read each split, build it, print a one-line summary per split."""
-    detector = DetectorSpec(args.detector, args.box_mode, args.external, args.crop_fallback)
-    quality = QualityConfig(
-        enabled=not args.no_quality,
-        min_sharpness=args.min_sharpness,
-        min_face_score=args.min_face_score,
-        min_face_size=args.min_face_size,
-    )
-    options = {name: getattr(args, name) for name in READER_OPTIONS}
-    splits = args.split or _available_splits(args.dataset, args.root, options)
-    for split in splits:
-        spec = DatasetSpec(name=args.dataset, root=args.root, split=split, **options)
-        records, reader_skips = read_full_split(spec, strict=args.strict)
-        if reader_skips:
-            print(f"{split}: the reader skipped {reader_skips}")
-        if not records:
-            print(f"{split}: no records, nothing to cache")
-            continue
-        cache = build_split(
+    directory = default_cache_dir(spec, au_cfg)
+    detector = detector_spec(au_cfg)
+    fingerprint = dataset_fingerprint(records)
+    meta = read_meta(directory)
+    if meta is None or spec.split not in meta.get("splits", {}):
+        build_split(
             records,
             detector,
-            args.out,
-            split=split,
+            directory,
+            split=spec.split,
             source=dataset_source(spec, detector),
-            quality=quality,
-            shard_size=args.shard_size,
-            workers=args.workers,
-            detect_max_pixels=args.detect_max_pixels or None,
-            strict=args.strict,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
+            quality=au_cfg.quality,
+            shard_size=au_cfg.shard_size,
+            workers=au_cfg.workers,
+            detect_max_pixels=au_cfg.detect_max_pixels,
+            progress=progress,
         )
-        info = cache.meta["splits"][split]
-        dropped = len(cache.split_index(split)["dropped"])
-        print(f"{split}: {info['rows']} images cached, {info['skipped']} corrupt skipped, {dropped} dropped by quality → {args.out}")
-    return 0
+    cache = AUCache.open(
+        directory,
+        expect_fingerprint=fingerprint,
+        expect_detector=detector.name,
+        expect_version=detector.create().version,
+        expect_box_mode=detector.box_mode,
+        quality=au_cfg.quality,
+    )
+    cache.verify()  # a shard damaged or cut short after the build is never read as valid
+    return cache
+
+
+def check_existing_cache(spec, au_cfg) -> None:
+    """Fail fast when the cache :func:`ensure_au_cache` would use for ``spec`` exists but was built by
+    another detector, detector version or box mode (reads ``meta.json`` only; the dataset fingerprint is
+    checked when the cache is opened). Raises :class:`CacheMismatchError` with the rebuild command."""
+    directory = default_cache_dir(spec, au_cfg)
+    meta = read_meta(directory)
+    if meta is None:
+        return
+    detector = detector_spec(au_cfg)
+    check_expectations(meta, directory, None, detector.name, detector.create().version, detector.box_mode)

@@ -19,16 +19,15 @@ Coordinates are pixels of the original image.
 from __future__ import annotations
 
 import hashlib
-
 import json
 import shlex
 from pathlib import Path
 
 import numpy as np
 
-from tagfer.au.evidence import AUEvidence
 from tagfer.au.quality import VERDICTS, quality_codes
 from tagfer.au.shards import row_evidence, sha256_file
+from tagfer.core.evidence import AUEvidence
 
 FORMAT = "tagfer-au-cache"
 FORMAT_VERSION = 1
@@ -101,7 +100,7 @@ class AUCache:
         expect_version: str | None = None,
         expect_box_mode: str | None = None,
         quality=None,
-    ) -> "AUCache":
+    ) -> AUCache:
         """Open the cache in ``directory``, memory-mapping its shards.
 
         Args:
@@ -118,7 +117,7 @@ class AUCache:
         meta = read_meta(directory)
         if meta is None:
             raise FileNotFoundError(f"no AU cache in {directory} (no meta.json); build one with `tagfer au-cache build`")
-        _check_expectations(meta, directory, expect_fingerprint, expect_detector, expect_version, expect_box_mode)
+        check_expectations(meta, directory, expect_fingerprint, expect_detector, expect_version, expect_box_mode)
         shards, index, splits = [], {}, {}
         for split in meta["splits"]:
             split_index = json.loads((directory / split / "index.json").read_text())
@@ -236,7 +235,7 @@ def _rounded(value, digits: int = 4):
     return value
 
 
-def _check_expectations(meta, directory, expect_fingerprint, expect_detector, expect_version, expect_box_mode) -> None:
+def check_expectations(meta, directory, expect_fingerprint, expect_detector, expect_version, expect_box_mode) -> None:
     detector = meta["detector"]
     if expect_detector is not None and detector["name"] != expect_detector:
         raise CacheMismatchError(
@@ -283,67 +282,6 @@ def default_cache_dir(spec, au_cfg) -> Path:
     return Path(au_cfg.cache_dir) / f"{spec.name}-{au_cfg.detector}-{root_hash}"
 
 
-def ensure_au_cache(spec, au_cfg, *, progress: bool = True) -> AUCache:
-    """The AU cache of the dataset split ``spec`` under the ``au`` config, built first when missing.
-
-    The whole split is cached (``spec.limit`` and ``spec.classes`` are ignored here, so every subset
-    of the split shares the cache). Raises :class:`CacheMismatchError` — with the rebuild command — when
-    an existing cache was built from other data, by another detector or detector version, or with
-    another box mode, or when a shard's checksum no longer matches (:meth:`AUCache.verify`). The cache
-    directory is :func:`default_cache_dir`.
-    """
-    from tagfer.au.build import build_split, dataset_source, detector_spec, read_full_split
-
-    directory = default_cache_dir(spec, au_cfg)
-    detector = detector_spec(au_cfg)
-    records, _ = read_full_split(spec, strict=False)
-    fingerprint = _fingerprint(records)
-    meta = read_meta(directory)
-    if meta is None or spec.split not in meta.get("splits", {}):
-        build_split(
-            records,
-            detector,
-            directory,
-            split=spec.split,
-            source=dataset_source(spec, detector),
-            quality=au_cfg.quality,
-            shard_size=au_cfg.shard_size,
-            workers=au_cfg.workers,
-            detect_max_pixels=au_cfg.detect_max_pixels,
-            progress=progress,
-        )
-    cache = AUCache.open(
-        directory,
-        expect_fingerprint=fingerprint,
-        expect_detector=detector.name,
-        expect_version=detector.create().version,
-        expect_box_mode=detector.box_mode,
-        quality=au_cfg.quality,
-    )
-    cache.verify()  # a shard damaged or cut short after the build is never read as valid
-    return cache
-
-
-def check_existing_cache(spec, au_cfg) -> None:
-    """Fail fast when the cache :func:`ensure_au_cache` would use for ``spec`` exists but was built by
-    another detector, detector version or box mode (reads ``meta.json`` only; the dataset fingerprint is
-    checked when the cache is opened). Raises :class:`CacheMismatchError` with the rebuild command."""
-    from tagfer.au.build import detector_spec
-
-    directory = default_cache_dir(spec, au_cfg)
-    meta = read_meta(directory)
-    if meta is None:
-        return
-    detector = detector_spec(au_cfg)
-    _check_expectations(meta, directory, None, detector.name, detector.create().version, detector.box_mode)
-
-
-def _fingerprint(records) -> dict[str, str]:
-    from tagfer.au.fingerprint import dataset_fingerprint
-
-    return dataset_fingerprint(records)
-
-
 def show_command(args) -> int:
     """``tagfer au-cache show --cache DIR --id ID [--json]``."""
     cache = AUCache.open(args.cache)
@@ -358,4 +296,4 @@ def show_command(args) -> int:
     return 0
 
 
-__all__ = ["AUCache", "CacheMismatchError", "check_existing_cache", "default_cache_dir", "ensure_au_cache", "rebuild_command"]
+__all__ = ["AUCache", "CacheMismatchError", "default_cache_dir", "rebuild_command"]

@@ -26,7 +26,7 @@ import pprint
 import numpy as np
 
 from tagfer.au.geometry import AU_FEATURES, FEATURES, AULogit, GeometryModel, geometry_features
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
 
 
 def synthetic_samples(n: int, seed: int, jitter: float = 0.0, image_size: int = 112):

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tagfer.cli_common import add_dry_run_argument, report_dry_run
-from tagfer.config import CHOICES, SPLITS, AUConfig, DatasetSpec, QualityConfig
+from tagfer.core.config import CHOICES, SPLITS, AUConfig, DatasetSpec, QualityConfig
 
 
 def register(subparsers) -> None:
@@ -74,9 +74,58 @@ def _build(args: argparse.Namespace) -> int:
         if args.detector in ("openface", "pyfeat") and not (args.external and Path(args.external).exists()):
             problems.append(f"--external {args.external} does not exist; the {args.detector} output for this dataset")
         return report_dry_run(f"au-cache build --dataset {args.dataset}", plan, problems)
-    from tagfer.au.build import build_command
-
     return _reported(build_command, args)
+
+
+def build_command(args: argparse.Namespace) -> int:
+    """``tagfer au-cache build``: read each split, hand its records to the build, print a one-line summary per split."""
+    from tagfer.au.build import READER_OPTIONS, build_split, dataset_source
+    from tagfer.au.detectors import DetectorSpec
+    from tagfer.data.readers import read_full_split
+
+    detector = DetectorSpec(args.detector, args.box_mode, args.external, args.crop_fallback)
+    quality = QualityConfig(
+        enabled=not args.no_quality,
+        min_sharpness=args.min_sharpness,
+        min_face_score=args.min_face_score,
+        min_face_size=args.min_face_size,
+    )
+    options = {name: getattr(args, name) for name in READER_OPTIONS}
+    splits = args.split or _available_splits(args.dataset, args.root, options)
+    for split in splits:
+        spec = DatasetSpec(name=args.dataset, root=args.root, split=split, **options)
+        result = read_full_split(spec, strict=args.strict)
+        if result.skipped:
+            print(f"{split}: the reader skipped {dict(result.skipped)}")
+        if not result.records:
+            print(f"{split}: no records, nothing to cache")
+            continue
+        cache = build_split(
+            list(result.records),
+            detector,
+            args.out,
+            split=split,
+            source=dataset_source(spec, detector),
+            quality=quality,
+            shard_size=args.shard_size,
+            workers=args.workers,
+            detect_max_pixels=args.detect_max_pixels or None,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        info = cache.meta["splits"][split]
+        dropped = len(cache.split_index(split)["dropped"])
+        print(f"{split}: {info['rows']} images cached, {info['skipped']} corrupt skipped, {dropped} dropped by quality → {args.out}")
+    return 0
+
+
+def _available_splits(dataset: str, root: str, options: dict) -> list[str]:
+    """The splits present on disk (every split for the synthetic reader, which generates them)."""
+    from tagfer.data.readers import available_splits, reader
+
+    module = reader(dataset)
+    return list(SPLITS) if dataset == "synthetic" else available_splits(dataset, root, **{k: v for k, v in options.items() if k in module.OPTIONS})
 
 
 def _show(args: argparse.Namespace) -> int:

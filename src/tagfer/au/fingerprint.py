@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from tagfer.data.records import FaceRecord
+from tagfer.core.records import FaceRecord
 
 
 def record_signature(record: FaceRecord) -> str:

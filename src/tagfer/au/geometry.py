@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tagfer.au.regions import check_landmarks
+from tagfer.core.regions import check_landmarks
 
 FEATURES: tuple[str, ...] = (
     "inner_brow_height",

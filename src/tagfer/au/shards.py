@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.au.evidence import AUEvidence
 from tagfer.au.quality import VERDICT_CODE
+from tagfer.core.evidence import AUEvidence
 
 
 def row_dtype(n_prob: int, n_box: int) -> np.dtype:

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.records import FaceRecord
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_dir, require_file
-from tagfer.data.records import FaceRecord
 
 NAME = "affectnet"
 OPTIONS = ("layout", "num_classes")
@@ -58,6 +59,13 @@ IMAGES_DIR = "Manually_Annotated_Images"
 LISTS_DIR = "Manually_Annotated_file_lists"
 NON_TARGET_CODES = {8: "code_8_none", 9: "code_9_uncertain", 10: "code_10_no_face"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
+LABEL_SET_FROM_RECORDS = False
+
+
+def label_set(spec, labels) -> tuple[str, ...]:
+    """AffectNet-``num_classes``: the first 7 (no contempt) or all 8 classes."""
+    return CLASS_NAMES[: int(spec.num_classes)]
 
 
 def resolve_layout(root: Path, layout: str) -> str:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tagfer.cli_common import add_dry_run_argument, report_dry_run
-from tagfer.config import DATASET_NAMES, DatasetSpec
+from tagfer.core.config import DATASET_NAMES, DatasetSpec
 
 _DEFAULTS = DatasetSpec()
 

@@ -1,8 +1,8 @@
 """The face-crop step: which face box an image is cropped to, and its AU evidence moved into the crop.
 
-One setting, ``data.face_crop`` (:class:`tagfer.config.FaceCropConfig`), read once into a
+One setting, ``data.face_crop`` (:class:`tagfer.core.config.FaceCropConfig`), read once into a
 :class:`FaceCrop` and applied the same way wherever an image reaches a model — the training and
-evaluation samples of :class:`tagfer.data.datamodule.FERDataset`, the template and teacher trace
+evaluation samples of :class:`tagfer.pipeline.datamodule.FERDataset`, the template and teacher trace
 builders and ``predict``:
 
 * ``source: auto`` — crop *whole photos* and leave *face crops* alone. Whether a dataset split holds
@@ -16,12 +16,12 @@ builders and ``predict``:
 * ``source: detector`` — every image: the detector's box (the dataset's is ignored);
 * ``source: none`` — never crop.
 
-``margin`` and ``square`` shape the window (:func:`tagfer.crop.crop_window`). An image with no box to
+``margin`` and ``square`` shape the window (:func:`tagfer.core.crop.crop_window`). An image with no box to
 crop to (no dataset box and no face found by the detector) is served whole, as before the crop existed;
 training drops such no-face images through the AU cache's quality filter as before.
 
 The AU cache stays in original-image pixels; :func:`crop_evidence` moves a cached
-:class:`~tagfer.au.evidence.AUEvidence` into the crop when a sample is served.
+:class:`~tagfer.core.evidence.AUEvidence` into the crop when a sample is served.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tagfer.au.evidence import AUEvidence
-from tagfer.crop import Window, box_to_crop, crop_image, crop_window, points_to_crop
-from tagfer.data.records import FaceRecord
+from tagfer.core.crop import Window, box_to_crop, crop_image, crop_window, points_to_crop
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 
 SOURCES = ("auto", "dataset", "detector", "none")
 
@@ -52,11 +52,11 @@ class FaceCrop:
             raise ValueError(f"face_crop.margin={self.margin}; expected ≥ 0")
 
     @classmethod
-    def from_config(cls, cfg) -> "FaceCrop":
-        """From a ``data.face_crop`` config node (:class:`tagfer.config.FaceCropConfig`)."""
+    def from_config(cls, cfg) -> FaceCrop:
+        """From a ``data.face_crop`` config node (:class:`tagfer.core.config.FaceCropConfig`)."""
         return cls(source=str(cfg.source), margin=float(cfg.margin), square=bool(cfg.square))
 
-    def for_images(self, whole_photos: bool) -> "FaceCrop":
+    def for_images(self, whole_photos: bool) -> FaceCrop:
         """The setting for a set of images: ``auto`` becomes ``dataset`` for whole photos, ``none`` for face crops."""
         if self.source != "auto":
             return self

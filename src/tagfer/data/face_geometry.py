@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tagfer.au.vocabulary import AU_LIST
+from tagfer.core.vocabulary import AU_LIST
 
 #: Index of the horizontally mirrored landmark (iBUG-68).
 MIRROR: tuple[int, ...] = (

@@ -1,6 +1,6 @@
 """DataModule-shaped samples of synthetic faces, in memory (benchmarks and multi-process tests).
 
-Each sample has the keys :class:`tagfer.data.datamodule.FERDataset` yields (what the collators read):
+Each sample has the keys :class:`tagfer.pipeline.datamodule.FERDataset` yields (what the collators read):
 the rendered face, its class, AU probabilities (the rendered AU intensities) and AU region boxes from
 its exact landmarks — no dataset on disk, no AU cache, deterministic in ``seed``.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tagfer.au.regions import au_boxes
-from tagfer.classes import CLASS_INDEX, CLASS_NAMES
+from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES
+from tagfer.core.regions import au_boxes
 from tagfer.data.synthetic import face_rng
 from tagfer.data.synthetic_faces import make_face
 

@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.records import FaceRecord
 from tagfer.data.ferplus_labels import LABEL_MODES, VOTE_COLUMNS, label_from_votes
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_file
-from tagfer.data.records import FaceRecord
 
 NAME = "ferplus"
 OPTIONS = ("layout", "label_mode")
@@ -53,6 +54,13 @@ SPLIT_FOLDER = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013
 FER2013_HEADER = ["emotion", "pixels", "Usage"]
 FERPLUS_HEADER = ["Usage", "Image name", *VOTE_COLUMNS]
 IMAGE_SIDE = 48
+#: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
+LABEL_SET_FROM_RECORDS = False
+
+
+def label_set(spec, labels) -> tuple[str, ...]:
+    """FERPlus's label set: all 8 classes."""
+    return CLASS_NAMES
 
 
 def resolve_layout(root: Path, layout: str) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tagfer.classes import CLASS_INDEX, CLASS_NAMES
+from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES
 
 VOTE_COLUMNS: tuple[str, ...] = (
     "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF",
@@ -84,7 +84,7 @@ def kept_votes(votes: Sequence[float], mode: str) -> np.ndarray | None:
 def label_from_votes(votes: Sequence[float], mode: str) -> tuple[int, np.ndarray | None] | None:
     """``(canonical label index, soft target [8] float32 | None)`` for one vote row, or ``None`` (dropped).
 
-    The soft target is in :data:`tagfer.classes.CLASS_NAMES` order; it is ``None`` in majority mode.
+    The soft target is in :data:`tagfer.core.classes.CLASS_NAMES` order; it is ``None`` in majority mode.
     """
     kept = kept_votes(votes, mode)
     if kept is None or int(np.argmax(kept)) >= EMOTION_COLUMNS:

@@ -3,7 +3,7 @@
     <root>/<split>/<class>/*.jpg | *.jpeg | *.png      # split: train | val | test
 
 Class folder names are canonical names or aliases (``happy``, ``Angry``, ``surprised``, ...) mapped by
-:func:`tagfer.classes.normalize_label`; a folder name that maps to no class is an error naming it.
+:func:`tagfer.core.classes.normalize_label`; a folder name that maps to no class is an error naming it.
 Files in class folders are read in sorted order; hidden files (``.DS_Store``) are ignored and other
 non-image files are skipped and counted (``not_an_image_file``).
 """
@@ -12,15 +12,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagfer.classes import CLASS_INDEX, CLASS_NAMES, normalize_label
+from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES, normalize_label
+from tagfer.core.records import FaceRecord
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_dir
-from tagfer.data.records import FaceRecord
 
 NAME = "imagefolder"
 OPTIONS: tuple[str, ...] = ()
 LAYOUT = "<root>/<split>/<class name>/*.jpg|*.jpeg|*.png (split: train|val|test; class names such as happy, sad, neutral)"
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
+LABEL_SET_FROM_RECORDS = True
+
+
+def label_set(spec, labels) -> tuple[str, ...]:
+    """The classes of the class folders: those of ``labels``, the canonical indices of the records read."""
+    return tuple(name for i, name in enumerate(CLASS_NAMES) if i in set(labels))
 
 
 def _visible(path: Path) -> bool:

@@ -1,4 +1,4 @@
-"""Decode the image of a :class:`~tagfer.data.records.FaceRecord` as ``[H, W, 3]`` uint8 RGB.
+"""Decode the image of a :class:`~tagfer.core.records.FaceRecord` as ``[H, W, 3]`` uint8 RGB.
 
 The decode boundary: whatever PIL raises while reading one file (``UnidentifiedImageError``, a
 truncated stream's ``OSError``, ``SyntaxError``, ``DecompressionBombError`` for a file declaring more
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from tagfer.data.records import FaceRecord
+from tagfer.core.records import FaceRecord
 
 #: EXIF orientations that turn the stored image by 90° (width and height swap when made upright).
 _TRANSPOSED = (5, 6, 7, 8)

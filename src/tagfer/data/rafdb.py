@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.classes import CLASS_INDEX
+from tagfer.core.classes import CLASS_INDEX, class_subset
+from tagfer.core.records import FaceRecord
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_choice, check_split, require_file
-from tagfer.data.records import FaceRecord
 
 NAME = "rafdb"
 OPTIONS = ("image_variant",)
@@ -53,6 +53,14 @@ RAFDB_LABELS: dict[int, str] = {
     6: "anger",
     7: "neutral",
 }
+
+#: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
+LABEL_SET_FROM_RECORDS = False
+
+
+def label_set(spec, labels) -> tuple[str, ...]:
+    """RAF-DB's label set: its 7 basic expressions (no contempt), in canonical order."""
+    return class_subset(list(RAFDB_LABELS.values()))
 
 
 def _label_rows(root: Path) -> list[tuple[int, str, str, int]]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tagfer.config import ConfigError
-from tagfer.data.records import FaceRecord
+from tagfer.core.config import ConfigError
+from tagfer.core.records import FaceRecord
 
 #: Examples kept per skip reason (``ReadResult.skipped_examples``).
 MAX_SKIP_EXAMPLES = 5
@@ -79,12 +79,12 @@ def require_file(path: Path, what: str, layout: str) -> Path:
 
 
 def check_choice(option: str, value, allowed: tuple) -> None:
-    """Raise :class:`~tagfer.config.ConfigError` unless ``value`` is one of ``allowed``."""
+    """Raise :class:`~tagfer.core.config.ConfigError` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
         raise ConfigError(f"{option}={value!r} is not one of {list(allowed)}")
 
 
 def check_split(reader: str, split: str, available: tuple[str, ...], hint: str = "") -> None:
-    """Raise :class:`~tagfer.config.ConfigError` when a dataset has no such split."""
+    """Raise :class:`~tagfer.core.config.ConfigError` when a dataset has no such split."""
     if split not in available:
         raise ConfigError(f"{reader} has no split {split!r}; its splits are {list(available)}{hint}")

@@ -9,7 +9,7 @@ epoch and skip the batches it already trained on (:meth:`EpochSampler.resume`).
 
 Each yielded index is a :class:`SampleKey`: an ``int`` (any ``Dataset`` can use it as is) that also
 carries the seed of that sample's augmentation, drawn from ``(seed, epoch)`` per position of the
-global order. The dataset reseeds its augmentation with it (:meth:`tagfer.data.datamodule.FERDataset.__getitem__`),
+global order. The dataset reseeds its augmentation with it (:meth:`tagfer.pipeline.datamodule.FERDataset.__getitem__`),
 so a sample's augmentation depends neither on the DataLoader worker that loads it nor on the history of
 the run — the property that makes a resumed run see exactly the samples an uninterrupted one sees.
 """
@@ -28,7 +28,7 @@ class SampleKey(int):
 
     seed: int
 
-    def __new__(cls, index: int, seed: int) -> "SampleKey":
+    def __new__(cls, index: int, seed: int) -> SampleKey:
         key = super().__new__(cls, index)
         key.seed = int(seed)
         return key

@@ -13,7 +13,7 @@ import argparse
 import json
 from collections import Counter
 
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
 from tagfer.data.readers import available_splits, read_split, reader
 
 

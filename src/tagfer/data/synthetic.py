@@ -47,10 +47,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tagfer.atomic_files import atomic_write_text
-from tagfer.classes import CLASS_INDEX, CLASS_NAMES, class_subset
+from tagfer.core.atomic_files import atomic_write_text
+from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES, class_subset
+from tagfer.core.records import FaceRecord
 from tagfer.data.reader_base import DatasetLayoutError, ReadResult, check_split, require_file
-from tagfer.data.records import FaceRecord
 from tagfer.data.synthetic_faces import GENERATOR_VERSION, POSES, make_face
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,16 @@ LAYOUT = (
 )
 SPLITS = ("train", "val", "test")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
+LABEL_SET_FROM_RECORDS = True
+
+
+def label_set(spec, labels) -> tuple[str, ...]:
+    """The generated classes (``manifest.json``, written when the dataset is first read)."""
+    manifest = read_manifest(Path(spec.root))
+    if manifest is None:
+        raise FileNotFoundError(f"synthetic dataset {spec.root}: no manifest.json (read the dataset before scoring it)")
+    return class_subset(list(manifest["classes"]))
 GENERATOR = "tagfer.data.synthetic_faces"
 MANIFEST = "manifest.json"
 

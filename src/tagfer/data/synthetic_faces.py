@@ -3,7 +3,7 @@
 One face is made in two steps:
 
 1. :func:`sample_face` draws a :class:`FaceSpec` from a ``numpy.random.Generator``: the AU intensities
-   of the class (:func:`sample_aus`: the EMFACS prototype of :data:`tagfer.au.vocabulary.EXPRESSION_PRIORS`
+   of the class (:func:`sample_aus`: the EMFACS prototype of :data:`tagfer.core.vocabulary.EXPRESSION_PRIORS`
    with random intensities, a prototype AU sometimes missing and a co-occurring AU sometimes added), the
    identity (skin tone, face proportions, hair, eye colour, clothes), the background, the illumination,
    and the pose (scale, position, in-plane rotation) chosen so that all 68 landmarks lie in the image.
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tagfer.au.vocabulary import AU_LIST, EXPRESSION_PRIORS, WIDE_CODEBOOK
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.vocabulary import AU_LIST, EXPRESSION_PRIORS, WIDE_CODEBOOK
 from tagfer.data.face_geometry import NEUTRAL_LANDMARKS, deform, to_image
 
 #: Bumped whenever the same seed would give different images or annotations.

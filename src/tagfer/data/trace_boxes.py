@@ -3,7 +3,7 @@
 Trace boxes are in the model family's coordinate space of the image they were written for. To augment
 an SFT sample, its trace boxes are brought to image pixels, transformed with the image (same
 albumentations call as the AU boxes), brought back to the model's space and written into the trace again
-(:func:`tagfer.reasoning.trace.render_trace`, which round-trips the parser exactly).
+(:func:`tagfer.core.trace.render_trace`, which round-trips the parser exactly).
 
 A template trace's step box is the union of its AUs' boxes (:mod:`tagfer.reasoning.template`); where the
 AU boxes were recomputed from transformed landmarks, :func:`template_step_boxes` recomputes the step
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from tagfer.au.regions import union_box
-from tagfer.au.vocabulary import AU_REGION
-from tagfer.reasoning.trace import Trace, parse_trace, render_trace
+from tagfer.core.regions import union_box
+from tagfer.core.trace import Trace, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_REGION
 
 Box = tuple[float, float, float, float]
 #: ``(box, (width, height)) -> box``: a conversion between model space and pixels for an image of that size.

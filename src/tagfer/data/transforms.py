@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import albumentations as A
 import numpy as np
 
-from tagfer.au.regions import au_boxes
+from tagfer.core.regions import au_boxes
 
 Box = tuple[float, float, float, float]
 
@@ -49,7 +49,7 @@ class Augmented:
 
 
 def build_augmentation(cfg, seed: int | None = None, *, geometric: bool = True) -> A.Compose:
-    """The training pipeline from :class:`tagfer.config.AugmentConfig`, seeded with :func:`reseed`.
+    """The training pipeline from :class:`tagfer.core.config.AugmentConfig`, seeded with :func:`reseed`.
 
     ``geometric=False`` keeps only the photometric part (for samples whose coordinates cannot follow).
     """
@@ -112,7 +112,7 @@ def apply_augmentation(
 def landmark_au_boxes(landmarks: np.ndarray | None, aus, image_size: tuple[int, int], box_mode: str) -> dict[str, Box] | None:
     """AU boxes of ``aus`` recomputed from transformed ``[68, 2]`` landmarks; None without 68 landmarks.
 
-    ``au_boxes(landmarks, aus, image_size, box_mode)`` (:func:`tagfer.au.regions.au_boxes`, clipped to
+    ``au_boxes(landmarks, aus, image_size, box_mode)`` (:func:`tagfer.core.regions.au_boxes`, clipped to
     the ``(width, height)`` image) with ``box_mode`` the AU cache's (``au.box_mode``); a box left with no
     area inside the image (``x2 <= x1`` or ``y2 <= y1``) is dropped, as albumentations drops a box pushed
     out of the image.

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tagfer.cli_common import add_config_arguments, add_dry_run_argument, dataset_lines, default_config, missing_roots, report_dry_run
+from tagfer.cli_common import (
+    add_config_arguments,
+    add_dry_run_argument,
+    dataset_lines,
+    default_config,
+    missing_roots,
+    report_dry_run,
+    run_handler,
+)
 
 EVALUATE_HELP = "accuracy and grounding faithfulness of an exported model on one or several test sets"
 PREDICT_HELP = "grounded rationale + label for images; saves a PNG with predicted and detector boxes"
@@ -13,13 +21,17 @@ PREDICT_HELP = "grounded rationale + label for images; saves a PNG with predicte
 
 def register(subparsers) -> None:
     evaluate = subparsers.add_parser("evaluate", help=EVALUATE_HELP, description=EVALUATE_HELP)
-    add_config_arguments(evaluate, default="eval.yaml")
-    add_dry_run_argument(evaluate)
+    add_evaluate_arguments(evaluate)
     evaluate.set_defaults(func=_evaluate)
     predict = subparsers.add_parser("predict", help=PREDICT_HELP, description=PREDICT_HELP)
     add_predict_arguments(predict)
     add_dry_run_argument(predict)
     predict.set_defaults(func=_predict)
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, default="eval.yaml")
+    add_dry_run_argument(parser)
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,15 +56,15 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tagfer.config import load_config
+    from tagfer.core.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # fails fast, before the heavy imports
     if args.dry_run:
         plan = [f"evaluate {evaluated_model(cfg)[1]} → {cfg.eval.out_dir or cfg.run_dir}"]
         plan += dataset_lines(cfg.eval.datasets or cfg.data.test, "eval.datasets" if cfg.eval.datasets else "data.test")
         return report_dry_run(f"evaluate --config {args.config} {' '.join(args.overrides)}".rstrip(), plan, eval_problems(cfg))
+    from tagfer.core.logs import route_lightning_to_root
     from tagfer.evaluation.runner import run_evaluation
-    from tagfer.logs import route_lightning_to_root
 
     route_lightning_to_root()
     run_evaluation(cfg)
@@ -91,15 +103,15 @@ def predict_config_path(args: argparse.Namespace) -> str:
 def _predict(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _predict_dry_run(args)
+    from tagfer.core.logs import route_lightning_to_root
     from tagfer.evaluation.predict import run_predict
-    from tagfer.logs import route_lightning_to_root
 
     route_lightning_to_root()
-    return run_predict(args)
+    return run_predict(args, predict_config_path(args))
 
 
 def _predict_dry_run(args: argparse.Namespace) -> int:
-    from tagfer.config import load_config
+    from tagfer.core.config import load_config
 
     config = predict_config_path(args)
     load_config(config)  # validated like a real run
@@ -116,12 +128,15 @@ def _predict_dry_run(args: argparse.Namespace) -> int:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    from tagfer.cli import main
-
-    return main(["evaluate", *argv])
+    """``python src/evaluate.py [--config FILE] [key=value ...] [--dry-run]``."""
+    parser = argparse.ArgumentParser(prog="src/evaluate.py", description=EVALUATE_HELP)
+    add_evaluate_arguments(parser)
+    return run_handler(_evaluate, parser.parse_args(argv))
 
 
 def predict_main(argv: list[str]) -> int:
-    from tagfer.cli import main
-
-    return main(["predict", *argv])
+    """``python src/predict.py IMAGE... --checkpoint DIR [--dry-run]``."""
+    parser = argparse.ArgumentParser(prog="src/predict.py", description=PREDICT_HELP)
+    add_predict_arguments(parser)
+    add_dry_run_argument(parser)
+    return run_handler(_predict, parser.parse_args(argv))

@@ -15,27 +15,16 @@ from typing import Any
 
 import torch
 
-from tagfer.evaluation.label_space import trained_classes
-from tagfer.evaluation.predictions import Prediction
+from tagfer.core.prompt import task_prompt
+from tagfer.data.label_space import trained_classes
+from tagfer.metrics.predictions import Prediction
+from tagfer.models.collate import PromptCollator
+from tagfer.models.device import inference_device
 from tagfer.models.export import ADAPTER_CONFIG_FILE, read_export_meta
 from tagfer.models.generation import generate_completions, suppressed_token_ids
 from tagfer.models.loader import load_vlm
 from tagfer.models.openai_endpoint import ChatClient, Sampling
 from tagfer.models.space import ModelSpace
-from tagfer.reasoning.prompt import task_prompt
-from tagfer.training.collate import PromptCollator
-
-
-def inference_device(accelerator: str) -> torch.device:
-    """``trainer.accelerator`` → a device: ``cpu`` → CPU; ``gpu``/``cuda`` → CUDA (an error without
-    one); anything else (``auto``) → CUDA when available, else CPU."""
-    if accelerator == "cpu":
-        return torch.device("cpu")
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"trainer.accelerator={accelerator!r} but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass

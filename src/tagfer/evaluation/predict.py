@@ -36,18 +36,18 @@ import numpy as np
 from PIL import Image
 
 from tagfer.au.detectors import AUDetector, DetectorSpec
-from tagfer.au.evidence import AUEvidence
-from tagfer.config import load_config
-from tagfer.crop import Window, box_from_crop
+from tagfer.core.config import load_config
+from tagfer.core.crop import Window, box_from_crop
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
+from tagfer.core.visualize import draw_grounding
 from tagfer.data.face_crop import FaceCrop, apply_face_crop
 from tagfer.data.images import CorruptImageError, load_image, reduce_pixels
-from tagfer.data.records import FaceRecord
-from tagfer.evaluation.commands import predict_config_path
 from tagfer.evaluation.inference import InferenceModel, load_inference_model
-from tagfer.evaluation.predictions import Prediction
 from tagfer.metrics import faithfulness_counts, to_json_ready
+from tagfer.metrics.predictions import Prediction
 from tagfer.models.inputs import boxes_to_model_space, build_generation_inputs
-from tagfer.visualize import draw_grounding
+
 
 @dataclass
 class ImagePrediction:
@@ -215,13 +215,14 @@ def format_text(result: ImagePrediction, threshold: float) -> str:
     )
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """The ``predict`` command (arguments: :func:`tagfer.evaluation.commands.add_predict_arguments`)."""
+def run_predict(args: argparse.Namespace, config: str) -> int:
+    """The ``predict`` command (arguments: :func:`tagfer.evaluation.commands.add_predict_arguments`;
+    ``config``: the run config it resolved, :func:`tagfer.evaluation.commands.predict_config_path`)."""
     missing = [image for image in args.images if not Path(image).is_file()]
     if missing:
         print(f"tagfer predict: no such image file(s): {missing}", file=sys.stderr)
         return 2
-    cfg = load_config(predict_config_path(args))
+    cfg = load_config(config)
     detector = DetectorSpec(args.detector, box_mode=cfg.au.box_mode, external=args.external, crop_fallback=args.crop_fallback).create()
     engine = load_inference_model(cfg.model, checkpoint=args.checkpoint, think_tags=cfg.traces.think_tags, accelerator=cfg.trainer.accelerator)
     threshold = float(cfg.au.threshold)

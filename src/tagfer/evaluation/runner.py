@@ -1,16 +1,16 @@
 """``stage: eval`` — ``python src/evaluate.py --config configs/eval.yaml eval.checkpoint=DIR`` (``tagfer evaluate``).
 
-1. hold the output directory (``eval.out_dir``, else ``run_dir``; :func:`tagfer.run_lock.hold_run_dir`),
+1. hold the output directory (``eval.out_dir``, else ``run_dir``; :func:`tagfer.core.run_lock.hold_run_dir`),
    seed, save the resolved config into it;
 2. load the exported model (``eval.checkpoint``, else ``model.init_from``, else ``model.name_or_path``),
    with the classes it was trained on (export metadata; all 8 when none are recorded);
 3. for every test set (``eval.datasets``, or ``data.test`` when empty): batched greedy generation
    (``eval.batch_size``, ``eval.max_new_tokens``) with a prompt listing the model's classes, parsing,
-   and scoring over the test set's own classes (:mod:`tagfer.evaluation.label_space`) with the
+   and scoring over the test set's own classes (:mod:`tagfer.data.label_space`) with the
    torchmetrics metrics of :mod:`tagfer.metrics` — accuracy, mean class accuracy, macro-F1, parse rate and
    grounding faithfulness against the AU detector's boxes (``au.threshold``, ``eval.iou_threshold``,
    ``eval.prior``);
-4. write ``predictions.jsonl``, ``report.json`` and ``report.md`` (:mod:`tagfer.evaluation.report`),
+4. write ``predictions.jsonl``, ``report.json`` and ``report.md`` (:mod:`tagfer.metrics.report`),
    print a summary and, as the last line, ``report: <path of report.json>``.
 
 With ``engine.backend=hf`` evaluation runs in a single process on one device (CUDA when available unless
@@ -32,14 +32,14 @@ from pathlib import Path
 import lightning as L
 from omegaconf import OmegaConf
 
-from tagfer.config import save_config
+from tagfer.core.config import save_config
+from tagfer.core.run_lock import hold_run_dir
 from tagfer.evaluation.inference import endpoint_predictor, load_inference_model, served_model
-from tagfer.evaluation.report import print_summary, write_report
-from tagfer.evaluation.scoring import GroundingOptions
-from tagfer.evaluation.sets import evaluate_sets
+from tagfer.metrics.report import print_summary, write_report
+from tagfer.metrics.scoring import GroundingOptions
 from tagfer.models.engine import vllm_endpoint
 from tagfer.models.openai_endpoint import ChatClient
-from tagfer.run_lock import hold_run_dir
+from tagfer.pipeline.sets import evaluate_sets
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ COUNT_COLUMNS = ("cited", "active", "cited_active", "iou_sum", "hallucinated")
 
 
 def face_table(predictions: Sequence[Mapping], classes: Sequence[str]) -> dict[str, np.ndarray]:
-    """A face table from ``predictions.jsonl`` records (:mod:`tagfer.evaluation.predictions`).
+    """A face table from ``predictions.jsonl`` records (:mod:`tagfer.metrics.predictions`).
 
     A record without faithfulness counts (no completion) counts 0 everywhere; a prediction outside
     ``classes`` is no answer.

@@ -21,8 +21,8 @@ from torch import Tensor
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from tagfer.classes import CLASS_INDEX
-from tagfer.reasoning.trace import ParsedTrace
+from tagfer.core.classes import CLASS_INDEX
+from tagfer.core.trace import ParsedTrace
 
 #: Predicted index of a completion with no valid answer among the evaluated classes.
 NO_ANSWER = -1

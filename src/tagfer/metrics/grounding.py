@@ -1,6 +1,6 @@
 """Grounding faithfulness: do the AUs and boxes a trace cites agree with the AU detector and the label?
 
-For one completion (parsed with :func:`tagfer.reasoning.trace.parse_trace`), the detector's ``au_prob``
+For one completion (parsed with :func:`tagfer.core.trace.parse_trace`), the detector's ``au_prob``
 (AU → probability) and ``au_box`` (AU → ``(x1, y1, x2, y2)``, in the SAME coordinate space as the
 completion's boxes — convert before calling), and the predicted label:
 
@@ -8,7 +8,7 @@ completion's boxes — convert before calling), and the predicted label:
   (``ParsedTrace.cited_aus()``). Whatever the parser could read counts, also in a trace with format
   errors (those are measured by the parse rate); garbage cites nothing.
 * **active** = ``{AU : au_prob[AU] ≥ threshold}``. An AU missing from ``au_prob`` is inactive.
-* ``IoU(AU)`` = the grounding score ``g(AU)`` of :mod:`tagfer.reasoning.citations` (the definition the
+* ``IoU(AU)`` = the grounding score ``g(AU)`` of :mod:`tagfer.core.citations` (the definition the
   AU-grounding reward uses too): the IoU of the FIRST box the trace gives the AU with its detector box
   when the AU is active; 0 for an inactive AU, an AU named without a valid box (e.g. only in the
   conclusion) or a detector box without area.
@@ -21,7 +21,7 @@ Per-sample counts (:class:`FaithfulnessCounts`) and the micro-averaged scores ov
 * ``mean_iou = Σ_cited IoU(AU) / Σ |cited|`` (cited AUs without a box, or inactive, count 0)
 * ``hallucination_rate = Σ |{AU ∈ cited : AU ∉ active or IoU(AU) < iou_threshold}| / Σ |cited|``
 * ``consistency = Σ |cited ∩ prior(label)| / Σ |cited|`` over samples WITH a predicted label, where
-  ``prior`` is :func:`tagfer.au.vocabulary.expression_prior` (``"emfacs"`` or ``"wide"``). Neutral's
+  ``prior`` is :func:`tagfer.core.vocabulary.expression_prior` (``"emfacs"`` or ``"wide"``). Neutral's
   prior is empty: a neutral prediction that cites AUs is inconsistent for each of them, one that cites
   none adds nothing to either sum. A sample without a predicted label is left out of this score.
 
@@ -41,10 +41,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from tagfer.au.vocabulary import canonical_au, expression_prior
-from tagfer.classes import CLASS_INDEX
-from tagfer.reasoning.citations import citation_ious
-from tagfer.reasoning.trace import ParsedTrace, parse_trace
+from tagfer.core.citations import citation_ious
+from tagfer.core.classes import CLASS_INDEX
+from tagfer.core.trace import ParsedTrace, parse_trace
+from tagfer.core.vocabulary import canonical_au, expression_prior
 
 Box = tuple[float, float, float, float]
 
@@ -76,7 +76,7 @@ class FaithfulnessCounts:
     consistent: int = 0
     au_iou: dict[str, float] = field(default_factory=dict)
 
-    def __add__(self, other: "FaithfulnessCounts") -> "FaithfulnessCounts":
+    def __add__(self, other: FaithfulnessCounts) -> FaithfulnessCounts:
         """Counts summed (``au_iou`` is dropped: it only describes one sample)."""
         return FaithfulnessCounts(**{n: getattr(self, n) + getattr(other, n) for n in _COUNT_NAMES})
 

@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]  # (width, height)
 
 CONVENTIONS: tuple[str, ...] = ("norm1000", "pixels")
 NORM_EXTENT = 1000
 
-#: Each family's box convention (the strings of :mod:`tagfer.reasoning.prompt`).
+#: Each family's box convention (the strings of :mod:`tagfer.core.prompt`).
 FAMILY_CONVENTION: dict[str, str] = {"qwen2_vl": "norm1000", "qwen2_5_vl": "pixels", "qwen3_vl": "norm1000"}
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tagfer.config import VLLMConfig
+from tagfer.core.config import VLLMConfig
 from tagfer.models.openai_endpoint import EndpointSettings
 from tagfer.models.vllm_server import ServerSpec, launched_server
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
 from transformers import GenerationConfig
 
 from tagfer.models.fsdp import unsharded

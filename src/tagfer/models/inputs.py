@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
+from tagfer.core.prompt import SYSTEM_PROMPT
 from tagfer.models.boxes import Box, Size, to_model_space_array
-from tagfer.reasoning.prompt import SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 

@@ -105,7 +105,7 @@ def load_vlm(
     """Load ``(model, processor, family)``.
 
     Args:
-        model_cfg: the ``model`` section (:class:`tagfer.config.ModelConfig` or its DictConfig).
+        model_cfg: the ``model`` section (:class:`tagfer.core.config.ModelConfig` or its DictConfig).
         for_training: the model is returned in train mode (and a loaded adapter trainable), else in
             eval mode. Freezing and LoRA setup are :func:`tagfer.models.policy.prepare_policy`'s job.
         checkpoint: load this directory instead of ``model.init_from`` / ``model.name_or_path``

@@ -17,7 +17,6 @@ import base64
 import http.client
 import io
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -251,7 +250,7 @@ class ChatClient:
             if err.code in RETRYABLE_STATUS:
                 raise _Retryable(message) from None
             raise EndpointError(message) from None
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
             raise _Retryable(f"{type(err).__name__} from {request.full_url}: {err}") from None
         if not raw.strip():
             return None

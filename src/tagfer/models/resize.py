@@ -9,8 +9,9 @@ transformers' own ``smart_resize`` with the processor's parameters, so the size 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 

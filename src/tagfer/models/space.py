@@ -21,7 +21,7 @@ class ModelSpace:
     resize: Any
 
     @classmethod
-    def of(cls, processor: Any, family: str) -> "ModelSpace":
+    def of(cls, processor: Any, family: str) -> ModelSpace:
         """The space of a loaded processor of ``family``."""
         return cls(box_convention(family), processor)
 

@@ -3,7 +3,7 @@
 :func:`build_tiny_model` writes a directory that loads exactly like a downloaded checkpoint
 (``AutoModelForImageTextToText`` / ``AutoProcessor`` with ``local_files_only=True``), so every stage
 (SFT, GRPO, evaluation, predict) runs end to end on a CPU in seconds. Shapes come from
-:class:`tagfer.config.TinyModelConfig` (defaults: hidden 64, 2 layers, 4 heads / 2 KV heads, vision depth 2,
+:class:`tagfer.core.config.TinyModelConfig` (defaults: hidden 64, 2 layers, 4 heads / 2 KV heads, vision depth 2,
 about 0.4M parameters); a 112×112 image gives 8×8 patches of 14 px, merged 2×2 into 16 image tokens.
 With ``tiny.vision_pretrain_steps > 0`` the vision tower is first pretrained on AU maps of synthetic faces
 (:mod:`tagfer.models.tiny_vision`), standing in for the pretrained encoder of a real checkpoint.
@@ -149,7 +149,7 @@ def build_tiny_model(cfg_model: Any, out_dir: str | os.PathLike | None = None, *
     """Build the tiny model described by ``cfg_model.tiny`` and save it to ``out_dir``.
 
     Args:
-        cfg_model: the ``model`` section (:class:`tagfer.config.ModelConfig` or its DictConfig); uses
+        cfg_model: the ``model`` section (:class:`tagfer.core.config.ModelConfig` or its DictConfig); uses
             ``tiny`` (shape, family, seed), ``min_pixels`` and ``max_pixels``.
         out_dir: target directory (default ``cfg_model.name_or_path``).
         overwrite: replace an existing directory (otherwise FileExistsError).

@@ -17,11 +17,11 @@ from __future__ import annotations
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from tagfer.au.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
-from tagfer.classes import CLASS_NAMES, LABEL_ALIASES
-from tagfer.reasoning.phrases import all_phrases
-from tagfer.reasoning.prompt import SYSTEM_PROMPT, task_prompt, teacher_prompt
-from tagfer.reasoning.trace import ARROW
+from tagfer.core.classes import CLASS_NAMES, LABEL_ALIASES
+from tagfer.core.phrases import all_phrases
+from tagfer.core.prompt import SYSTEM_PROMPT, task_prompt, teacher_prompt
+from tagfer.core.trace import ARROW
+from tagfer.core.vocabulary import AU_NAMES, EXPRESSION_PRIORS, REGIONS
 
 #: Qwen's special tokens, in the order they get the ids 0..6.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -84,14 +84,14 @@ def tokenizer_corpus() -> list[str]:
     """The texts the tiny tokenizer is trained on, in a fixed order without repeats.
 
     System and task prompts (both box conventions, with and without think tags), one teacher prompt per
-    class, the phrase bank with its rendered traces (:func:`tagfer.reasoning.phrases.all_phrases`), label
+    class, the phrase bank with its rendered traces (:func:`tagfer.core.phrases.all_phrases`), label
     aliases, AU and region names, digits and the grammar words.
     """
     texts = [SYSTEM_PROMPT]
     for convention in ("norm1000", "pixels"):
         for think in (False, True):
             texts.append(task_prompt(CLASS_NAMES, convention, think_tags=think))
-        for label, aus in EXPRESSION_PRIORS.items():
+        for aus in EXPRESSION_PRIORS.values():
             boxes = {au: (100 + 10 * i, 200, 350 + 10 * i, 480) for i, au in enumerate(aus)}
             texts.append(teacher_prompt({au: 0.9 for au in aus}, boxes, CLASS_NAMES, convention))
     texts += all_phrases()

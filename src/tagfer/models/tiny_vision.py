@@ -10,7 +10,7 @@ can pretrain the tower once, offline, on a task that is not the expression label
   (``numpy.random.default_rng([tiny.seed, 7, i])``), half in aligned and half in random pose — disjoint
   from every dataset split (those use split codes 0–2);
 * target: for each merged image token (a ``factor × factor`` pixel cell, ``factor = patch × merge``) and
-  each AU, the AU's intensity when the AU's region box (:func:`tagfer.au.regions.au_boxes`, region mode)
+  each AU, the AU's intensity when the AU's region box (:func:`tagfer.core.regions.au_boxes`, region mode)
   covers at least ``MIN_COVER`` of the cell, else 0 — a map of *where which facial action happens*;
 * model: the vision tower and its merger (the projector into the language model) plus a linear head
   ``hidden → #AUs`` that is thrown away; loss ``MSE(head(tokens), target)``; AdamW, ``vision_pretrain_steps``
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagfer.au.regions import au_boxes
-from tagfer.au.vocabulary import AU_LIST
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.regions import au_boxes
+from tagfer.core.vocabulary import AU_LIST
 from tagfer.data.synthetic_faces import make_face
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,2 @@
-"""AU-grounded reasoning: the trace grammar, prompts, and the template / teacher trace builders."""
-
-from tagfer.reasoning.trace import ParsedTrace, Trace, TraceStep, format_box, parse_trace, render_trace
-
-__all__ = ["ParsedTrace", "Trace", "TraceStep", "format_box", "parse_trace", "render_trace"]
+"""AU-grounded reasoning traces: the template and teacher builders (the trace grammar, phrases and the
+task prompt live in :mod:`tagfer.core`; the trace file format in :mod:`tagfer.data.trace_file`)."""

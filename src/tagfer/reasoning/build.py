@@ -1,6 +1,6 @@
 """``tagfer traces build``: write the verified trace file of every training dataset.
 
-For each :class:`tagfer.config.DatasetSpec` of ``data.train`` the output is ``spec.traces`` (or
+For each :class:`tagfer.core.config.DatasetSpec` of ``data.train`` the output is ``spec.traces`` (or
 ``traces.out`` when the spec names none; two specs may not share a file). Every record of the split is
 joined with its AU cache entry and gets a trace from
 
@@ -15,7 +15,7 @@ each line records the crop window (``crop_box``, original pixels) and the crop's
 Boxes in the file are always in the coordinate space of the *student* (``model``: its family's
 convention after its processor's resize of the served image), whatever wrote them: a teacher's boxes
 are brought from the teacher's space through the served image's pixels into the student's. Lines are appended durably and a
-rerun resumes (:mod:`tagfer.reasoning.trace_file`); samples that got no trace go to the
+rerun resumes (:mod:`tagfer.data.trace_file`); samples that got no trace go to the
 ``.rejected.jsonl`` sidecar with their reason; statistics over the whole file are printed and written
 to ``<file>.stats.json``.
 """
@@ -32,14 +32,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tagfer.atomic_files import atomic_write_text
-from tagfer.classes import CLASS_NAMES
-from tagfer.config import ConfigError
-from tagfer.crop import Window, crop_image, window_size
+from tagfer.core.atomic_files import atomic_write_text
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.config import ConfigError
+from tagfer.core.crop import Window, crop_image, window_size
+from tagfer.core.trace import Trace, TraceStep, parse_trace
 from tagfer.data.face_crop import NO_CROP, FaceCrop, crop_evidence
 from tagfer.data.images import CorruptImageError, image_size, load_image
+from tagfer.data.trace_file import (
+    TraceWriter,
+    rejected_path,
+    validate_rejected_record,
+)
 from tagfer.models.boxes import Size
 from tagfer.models.space import ModelSpace
+from tagfer.pipeline.splits import SplitReader
+from tagfer.reasoning.teacher import KEPT, GenerateFn, TeacherOptions, TeacherSample, run_teacher
 from tagfer.reasoning.template import (
     TemplateOptions,
     TemplateSkip,
@@ -49,18 +57,10 @@ from tagfer.reasoning.template import (
     integer_box,
     sample_rng,
 )
-from tagfer.reasoning.teacher import KEPT, GenerateFn, TeacherOptions, TeacherSample, run_teacher
-from tagfer.reasoning.trace import Trace, TraceStep, parse_trace
-from tagfer.reasoning.trace_file import (
-    TraceWriter,
-    read_traces,
-    rejected_path,
-    validate_rejected_record,
-)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildReport", "build_command", "build_trace_file", "build_traces", "read_traces", "resolve_trace_paths"]
+__all__ = ["BuildReport", "build_command", "build_trace_file", "build_traces", "resolve_trace_paths"]
 
 
 # ------------------------------------------------------------------------------------ model spaces
@@ -284,7 +284,7 @@ def _template(build: _Build, samples: Iterator[_Sample], progress: Callable[[], 
         rng = sample_rng(build.cfg.traces.seed, f"{record.dataset}/{record.id}")
         try:
             built = build_template_trace(
-                sample.evidence, record.label_name, rng, lambda box: build.space.to_model(box, sample.orig_size), options
+                sample.evidence, record.label_name, rng, lambda box: build.space.to_model(box, sample.orig_size), options  # noqa: B023 (called in this iteration)
             )
         except TemplateSkip as skip:
             build.reject(record, skip.reason, {"detail": str(skip)})
@@ -465,6 +465,7 @@ def build_traces(
     teacher: tuple[GenerateFn, ModelSpace, str] | None = None,
     student: ModelSpace | None = None,
     progress: bool = True,
+    splits: SplitReader | None = None,
 ) -> list[BuildReport]:
     """Build (or resume) the trace file of every ``data.train`` spec; returns one report per file.
 
@@ -474,23 +475,23 @@ def build_traces(
         teacher: ``(generate, teacher space, name)``; default :func:`loaded_teacher` (teacher source only).
         student: the student's box space; default :func:`student_space` of ``model``.
         progress: show a tqdm bar per file.
+        splits: the run's split reader (the training DataModule's, so that a split is read once per run);
+            default: a new one.
     """
-    from tagfer.au.cache import ensure_au_cache
-    from tagfer.data.readers import read_dataset
-
     source = source or cfg.traces.source
     if source not in ("template", "teacher"):
         raise ConfigError(f"traces.source={source!r}; expected 'template' or 'teacher'")
     targets = resolve_trace_paths(cfg)
     student = student or student_space(cfg.model)
     face_crop = FaceCrop.from_config(cfg.data.face_crop)
+    splits = splits or SplitReader(cfg.au, progress=progress)
     with ExitStack() as stack:
         if source == "teacher" and teacher is None:
             teacher = stack.enter_context(loaded_teacher(cfg))
         reports = []
         for spec, path in targets:
-            result = read_dataset(spec, strict=cfg.data.strict)
-            cache = ensure_au_cache(spec, cfg.au, progress=progress)
+            result = splits.read(spec, strict=cfg.data.strict)
+            cache = splits.au_cache(spec)
             crop = face_crop.for_images(result.whole_photos)
             reports.append(
                 build_trace_file(
@@ -502,7 +503,7 @@ def build_traces(
 
 def build_command(args: Any) -> int:
     """The ``tagfer traces build`` handler: load the config, build, print the statistics."""
-    from tagfer.config import load_config
+    from tagfer.core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     for report in build_traces(cfg, source=args.source):

@@ -27,7 +27,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    from tagfer.config import load_config
+    from tagfer.core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     source = args.source or cfg.traces.source

@@ -1,6 +1,6 @@
 """Teacher traces: TAG's data-construction loop with any local VLM as the teacher.
 
-For each sample the teacher sees the image and :func:`tagfer.reasoning.prompt.teacher_prompt` (the task,
+For each sample the teacher sees the image and :func:`tagfer.core.prompt.teacher_prompt` (the task,
 the candidate labels and the detector's Top-K AUs with boxes in the teacher's convention) and writes a
 trace. Then (TAG, "data" figure):
 
@@ -12,7 +12,7 @@ trace. Then (TAG, "data" figure):
   list. The sample is given up after ``max_label_retries`` retries (``1 + max_label_retries`` wrong
   predictions). The true label is never eliminated.
 * only **verified** traces (valid format and the right answer) are kept, re-rendered canonically with
-  :func:`tagfer.reasoning.trace.render_trace` (same content, normalised spacing and integer boxes).
+  :func:`tagfer.core.trace.render_trace` (same content, normalised spacing and integer boxes).
 
 The loop is batched over samples: each call of ``generate`` gets up to ``batch_size`` prompts, retries of
 earlier samples first, then new samples, so memory stays bounded and results stream out as soon as a
@@ -23,15 +23,14 @@ loop runs with any model, or with a scripted fake in tests.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.prompt import teacher_prompt
+from tagfer.core.trace import Box, ParsedTrace, Trace, parse_trace, render_trace
 from tagfer.models.engine import GenerateFn
-from tagfer.reasoning.prompt import teacher_prompt
-from tagfer.reasoning.trace import Box, ParsedTrace, Trace, parse_trace, render_trace
-
 
 KEPT = "kept"
 FORMAT_FAILED = "format_failed"

@@ -6,8 +6,8 @@ The recipe (TAG's data construction without a teacher VLM):
    vocabulary places in a region and that have a box.
 2. **Steps**: ``box_mode="region"`` — one step per region naming all its cited AUs (strongest first), with
    the region's box; ``box_mode="au"`` — one step per AU with its own box. Steps run top to bottom
-   (:data:`tagfer.au.vocabulary.REGIONS` order). Each AU gets a phrase for its intensity
-   (:func:`tagfer.reasoning.phrases.intensity_level`), picked with a per-sample seeded RNG so the
+   (:data:`tagfer.core.vocabulary.REGIONS` order). Each AU gets a phrase for its intensity
+   (:func:`tagfer.core.phrases.intensity_level`), picked with a per-sample seeded RNG so the
    wording varies across samples but not across reruns.
 3. **Label without evidence** — when the label has prototypical AUs (:data:`EXPRESSION_PRIORS`) and
    none is cited, ``missing_prior`` decides:
@@ -28,7 +28,7 @@ The recipe (TAG's data construction without a teacher VLM):
    convention *after the processor's resize* (``tagfer.models.boxes.to_model_space``), then rounded to
    integers, clipped at 0 and widened to at least 1 unit so the grammar accepts them.
 6. **Global analysis**: a class sentence and an evidence-pattern sentence
-   (:func:`tagfer.reasoning.phrases.evidence_pattern` over *all* active AUs, not only the Top-K: it
+   (:func:`tagfer.core.phrases.evidence_pattern` over *all* active AUs, not only the Top-K: it
    describes the whole face); **conclusion**: the cited AUs, strongest first.
 
 Every trace is rendered, parsed back and compared (:func:`check_round_trip`); a mismatch is a bug in
@@ -42,11 +42,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.regions import union_box
-from tagfer.au.vocabulary import AU_REGION, EXPRESSION_PRIORS, REGIONS
-from tagfer.classes import CLASS_NAMES
-from tagfer.reasoning.phrases import (
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.phrases import (
     AU_PHRASES,
     CLASS_ANALYSES,
     PATTERN_ANALYSES,
@@ -54,7 +52,9 @@ from tagfer.reasoning.phrases import (
     evidence_pattern,
     intensity_level,
 )
-from tagfer.reasoning.trace import Box, Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.regions import union_box
+from tagfer.core.trace import Box, Trace, TraceStep, parse_trace, render_trace
+from tagfer.core.vocabulary import AU_REGION, EXPRESSION_PRIORS, REGIONS
 
 #: Maps a box in original-image pixels to the model's coordinate convention.
 BoxMapper = Callable[[Box], Box]

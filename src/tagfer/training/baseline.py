@@ -11,7 +11,7 @@ same evaluation code and ``report.json`` schema as the VLM evaluator (:mod:`tagf
 3. ``Trainer.fit`` (TensorBoard under ``<run_dir>/tb``, checkpoints under ``<run_dir>/checkpoints``,
    resume from ``last.ckpt``) with soft-label cross-entropy (FERPlus probability modes) or one-hot targets;
 4. on rank 0: evaluate on ``eval.datasets`` (empty: ``data.test``) with
-   :func:`tagfer.evaluation.sets.evaluate_sets` and write ``predictions.jsonl``, ``report.json`` and
+   :func:`tagfer.pipeline.sets.evaluate_sets` and write ``predictions.jsonl``, ``report.json`` and
    ``report.md``. There is no text to parse and no box, so the parse rate is 1.0 and every faithfulness
    score is null.
 
@@ -33,16 +33,16 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from tagfer.classes import CLASS_INDEX
-from tagfer.config import ConfigError, save_config
-from tagfer.data.datamodule import FERDataModule
-from tagfer.evaluation.inference import inference_device
-from tagfer.evaluation.label_space import training_classes
-from tagfer.evaluation.predictions import Prediction
-from tagfer.evaluation.report import print_summary, write_report
-from tagfer.evaluation.sets import evaluate_sets
+from tagfer.core.classes import CLASS_INDEX
+from tagfer.core.config import ConfigError, save_config
+from tagfer.core.run_lock import hold_run_dir
+from tagfer.data.label_space import training_classes
 from tagfer.metrics import ExpressionClassificationMetrics
-from tagfer.run_lock import hold_run_dir
+from tagfer.metrics.predictions import Prediction
+from tagfer.metrics.report import print_summary, write_report
+from tagfer.models.device import inference_device
+from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.pipeline.sets import evaluate_sets
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.trainer import build_trainer, resume_checkpoint
 
@@ -141,7 +141,7 @@ class VisionBaseline(L.LightningModule):
     Args:
         net: a module mapping ``[B, 3, S, S]`` to ``[B, C]`` logits.
         classes: the class of each logit.
-        optim_cfg: :class:`tagfer.config.OptimConfig`.
+        optim_cfg: :class:`tagfer.core.config.OptimConfig`.
     """
 
     def __init__(self, net: torch.nn.Module, classes: Sequence[str], optim_cfg):

@@ -1,48 +1,107 @@
-"""``tagfer train`` / ``python src/train.py`` and ``tagfer demo``."""
+"""``python src/train.py`` / ``tagfer train`` and ``tagfer demo``: the one path from the command line to
+``Trainer.fit``, read top to bottom:
+
+1. :func:`train_main` (``src/train.py``) or ``tagfer train`` parses ``--config FILE [key=value ...]``;
+2. :func:`train` loads the config and plans the stages (:func:`tagfer.training.stage_plan.plan_stages`:
+   ``rl`` without an SFT export trains SFT first); ``--dry-run`` prints the plan and stops;
+3. :func:`run_recipe` calls the stage's recipe — :func:`~tagfer.training.sft_stage.run_sft`,
+   :func:`~tagfer.training.grpo_stage.run_grpo`, :func:`~tagfer.training.baseline.run_baseline`,
+   :func:`~tagfer.evaluation.runner.run_evaluation` or :func:`~tagfer.demo.run_demo` — which builds the data,
+   model, module and trainer, fits and exports (:mod:`tagfer.training.stage_run`).
+
+Exit codes (:func:`tagfer.cli_common.run_handler`): 0, 2 configuration error, 3 a path held by another run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-from tagfer.cli_common import add_config_arguments, add_dry_run_argument, dataset_lines, report_dry_run
+from tagfer.cli_common import add_config_arguments, add_dry_run_argument, dataset_lines, report_dry_run, run_handler
 from tagfer.evaluation.commands import eval_problems, evaluated_model
+
+log = logging.getLogger(__name__)
 
 TRAIN_HELP = "train the stage named by the config (sft, rl, baseline, demo)"
 DEMO_HELP = "the whole pipeline on synthetic faces + a tiny offline Qwen2-VL (data → AU cache → traces → SFT → GRPO → eval)"
 
 
 def register(subparsers) -> None:
-    train = subparsers.add_parser("train", help=TRAIN_HELP, description=TRAIN_HELP)
-    add_config_arguments(train)
-    add_dry_run_argument(train)
-    train.set_defaults(func=_run)
+    train_parser = subparsers.add_parser("train", help=TRAIN_HELP, description=TRAIN_HELP)
+    add_train_arguments(train_parser)
+    train_parser.set_defaults(func=train)
     demo = subparsers.add_parser("demo", help=DEMO_HELP, description=DEMO_HELP)
     add_config_arguments(demo, default="demo.yaml")
     add_dry_run_argument(demo)
-    demo.set_defaults(func=_run)
+    demo.set_defaults(func=train)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from tagfer.config import load_config
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    add_dry_run_argument(parser)
+
+
+def train_main(argv: list[str]) -> int:
+    """``python src/train.py --config FILE [key=value ...] [--dry-run]``."""
+    parser = argparse.ArgumentParser(prog="src/train.py", description=TRAIN_HELP)
+    add_train_arguments(parser)
+    return run_handler(train, parser.parse_args(argv))
+
+
+def train(args: argparse.Namespace) -> int:
+    """Load the config, plan the stages, run each stage's recipe in order (or print the plan)."""
+    from tagfer.core.config import load_config
     from tagfer.training.stage_plan import plan_stages
 
     cfg = load_config(args.config, args.overrides)  # fails fast, before the heavy imports
     plan = plan_stages(args.config, args.overrides, cfg)
     if args.dry_run:
         return _dry_run(args, plan)
-    from tagfer.logs import route_lightning_to_root
-    from tagfer.training.run import run_stage
+    from tagfer.core.logs import route_lightning_to_root
 
     route_lightning_to_root()
     for planned in plan:
         if planned.reason:
             print(f"\n=== {planned.stage} first: {planned.reason} ===", flush=True)
-        code = run_stage(planned.cfg)
-        if code:
-            return code
+        run_recipe(planned.cfg)
     return 0
+
+
+def run_recipe(cfg) -> None:
+    """Run the recipe of ``cfg.stage`` (``sft``, ``rl``, ``baseline``, ``eval`` or ``demo``).
+
+    ``trainer.num_threads`` (when set) fixes torch's intra-op thread count for the whole run first.
+    """
+    import torch
+
+    if cfg.trainer.num_threads is not None:
+        torch.set_num_threads(cfg.trainer.num_threads)
+        log.info("torch threads: %d", cfg.trainer.num_threads)
+    if cfg.stage == "sft":
+        from tagfer.reasoning.build import build_traces
+        from tagfer.training.sft_stage import run_sft
+
+        run_sft(cfg, build_traces=build_traces)
+    elif cfg.stage == "rl":
+        from tagfer.training.grpo_stage import run_grpo
+
+        run_grpo(cfg)
+    elif cfg.stage == "baseline":
+        from tagfer.training.baseline import run_baseline
+
+        run_baseline(cfg)
+    elif cfg.stage == "eval":
+        from tagfer.evaluation.runner import run_evaluation
+
+        run_evaluation(cfg)
+    elif cfg.stage == "demo":
+        from tagfer.demo import run_demo
+
+        run_demo(cfg)
+    else:  # load_config already rejects unknown stages
+        raise ValueError(f"unknown stage {cfg.stage!r}")
 
 
 def _dry_run(args: argparse.Namespace, plan) -> int:
@@ -83,13 +142,6 @@ def stage_lines(cfg) -> list[str]:
         f"precision {trainer.precision}, {length}, resume {trainer.resume}"
     )
     return lines
-
-
-def train_main(argv: list[str]) -> int:
-    """``python src/train.py --config FILE [key=value ...]``."""
-    from tagfer.cli import main
-
-    return main(["train", *argv])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tagfer.config import LOSS_TYPES, REWARD_SCALES, ConfigError
+from tagfer.core.config import LOSS_TYPES, REWARD_SCALES, ConfigError
 
 #: Added to the standard deviation before dividing (TRL's constant).
 STD_EPS = 1e-4
@@ -37,16 +37,16 @@ class GRPOObjective:
 
     Every field is the ``rl`` key of the same name, except ``max_completion_length`` (``rl.max_new_tokens``):
 
-    * ``loss_type`` (:data:`tagfer.config.LOSS_TYPES`): the aggregation of :func:`grpo_loss`;
+    * ``loss_type`` (:data:`tagfer.core.config.LOSS_TYPES`): the aggregation of :func:`grpo_loss`;
     * ``epsilon_low`` in [0, 1), ``epsilon_high`` ≥ 0 (None → ``epsilon_low``): the ratio's clip range;
     * ``beta`` ≥ 0: the k3 KL coefficient (0: no reference pass); ``kl_clamp`` > 0: the bound on ``ref − logp``;
-    * ``scale_rewards`` (:data:`tagfer.config.REWARD_SCALES`): :func:`group_advantages`' ``scale``;
+    * ``scale_rewards`` (:data:`tagfer.core.config.REWARD_SCALES`): :func:`group_advantages`' ``scale``;
     * ``max_completion_length``: ``dr_grpo``'s constant normaliser (None: the batch's ``T``);
     * ``num_iterations`` (μ ≥ 1): optimizer steps per rollout batch; ``gradient_accumulation_steps`` ≥ 1:
       rollout batches per optimizer step (one of the two must be 1);
     * ``logprob_micro_batch`` ≥ 0: rows per log-prob forward/backward (0: all rows at once).
 
-    Construction checks every field and raises :class:`tagfer.config.ConfigError` naming the ``rl`` key.
+    Construction checks every field and raises :class:`tagfer.core.config.ConfigError` naming the ``rl`` key.
     """
 
     loss_type: str

@@ -55,8 +55,8 @@ from contextlib import contextmanager, nullcontext
 import lightning as L
 import torch
 
-from tagfer.classes import CLASS_NAMES
-from tagfer.config import OptimConfig
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.config import OptimConfig
 from tagfer.models.generation import Completions
 from tagfer.models.policy import disable_dropout, reference_model
 from tagfer.training.engine_rollout import VLLMRollouts
@@ -106,7 +106,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         processor: its processor (decoding completions, pad/EOS ids).
         rewards: reward callbacks (:func:`tagfer.training.rewards.build_rewards`).
         objective: the loss settings (:func:`tagfer.training.grpo_stage.grpo_objective`).
-        optim: the optimizer and schedule (:class:`tagfer.config.OptimConfig`).
+        optim: the optimizer and schedule (:class:`tagfer.core.config.OptimConfig`).
         max_consecutive_skips: non-finite steps in a row before the run stops.
         log_completions: completions (one per group) written to TensorBoard with their boxes.
         convention: the family's box convention (for drawing boxes in TensorBoard).

@@ -32,8 +32,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 
-from tagfer.data.datamodule import FERDataModule
-from tagfer.evaluation.label_space import training_classes
+from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.data.label_space import training_classes
 from tagfer.models.engine import vllm_endpoint
 from tagfer.models.generation import eos_token_ids, suppressed_token_ids
 from tagfer.models.loader import load_vlm
@@ -41,7 +41,7 @@ from tagfer.models.openai_endpoint import ChatClient
 from tagfer.models.policy import count_parameters, frozen_reference_copy, prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.models.staging import staged_directory
-from tagfer.training.collate import PromptCollator
+from tagfer.models.collate import PromptCollator
 from tagfer.training.grpo import GRPOObjective
 from tagfer.training.engine_rollout import LOGPROBS_MODE_ARGS, VLLMRollouts
 from tagfer.training.grpo_module import GRPOModule
@@ -63,14 +63,8 @@ def save_served_base(model, processor, out_dir: Path) -> Path:
 
 def load_rl_policy(cfg, *, served_base: Path | None = None):
     """``(policy, processor, family, reference)`` initialised from ``model.init_from`` (see the module docstring);
-    with ``served_base`` the RL base is also written there (:func:`save_served_base`)."""
-    if not cfg.model.init_from:
-        raise ValueError("model.init_from is not set: the RL stage starts from an SFT export (e.g. outputs/runs/sft/export)")
-    init = Path(cfg.model.init_from)
-    if not init.exists():
-        raise FileNotFoundError(
-            f"model.init_from={str(init)!r} does not exist; run SFT first: python src/train.py --config configs/sft.yaml"
-        )
+    with ``served_base`` the RL base is also written there (:func:`save_served_base`).
+    :func:`tagfer.training.preflight.preflight`, run by :func:`start_run` first, checks that it is set and exists."""
     model, processor, family = load_vlm(cfg.model, for_training=True)
     if isinstance(model, PeftModel) and cfg.model.finetune == "lora":
         model = model.merge_and_unload()  # the SFT model becomes the base: the disabled adapter = reference
@@ -99,7 +93,7 @@ def grpo_objective(rl_cfg) -> GRPOObjective:
 
 def module_settings(rl_cfg) -> dict:
     """The typed values :class:`GRPOModule` takes from the ``rl`` section: the objective, the rollout's
-    sampling settings, the optimizer settings (a plain :class:`tagfer.config.OptimConfig`), the skip limit
+    sampling settings, the optimizer settings (a plain :class:`tagfer.core.config.OptimConfig`), the skip limit
     and the logged completions."""
     optim = rl_cfg.optim
     return {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from tagfer.core.trace import parse_trace
+from tagfer.core.visualize import draw_grounding
 from tagfer.models.boxes import from_model_space
-from tagfer.reasoning.trace import parse_trace
-from tagfer.visualize import draw_grounding
 
 
 def tensorboard(logger) -> TensorBoardLogger | None:

@@ -33,7 +33,7 @@ def optimizer_steps(
 
 
 def build_optimizer_and_scheduler(model: torch.nn.Module, optim_cfg, total_steps: int | float) -> dict:
-    """Lightning's ``configure_optimizers`` dict for :class:`tagfer.config.OptimConfig`.
+    """Lightning's ``configure_optimizers`` dict for :class:`tagfer.core.config.OptimConfig`.
 
     ``scheduler``: cosine | linear | constant, each after ``warmup_ratio · total_steps`` linear warm-up
     steps (transformers' schedules). ``total_steps``: the optimizer steps of the run (SFT:

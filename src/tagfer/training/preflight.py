@@ -3,9 +3,9 @@ the model has loaded.
 
 :func:`preflight` collects every problem it finds — a dataset root that does not exist, an AU cache built
 by another detector or box mode, a missing model / ``model.init_from`` / ``trainer.resume`` /
-external-detector path, an RL ``engine.backend: vllm`` the policy cannot use — and raises one :class:`tagfer.config.ConfigError` listing them, each with the
+external-detector path, an RL ``engine.backend: vllm`` the policy cannot use — and raises one :class:`tagfer.core.config.ConfigError` listing them, each with the
 key at fault and the fix. (Unknown keys and wrong types were already refused by
-:func:`tagfer.config.load_config`; a checkpoint of another model is refused by
+:func:`tagfer.core.config.load_config`; a checkpoint of another model is refused by
 :func:`tagfer.training.resume.check_resume` once the model exists.)
 """
 
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagfer.au.cache import CacheMismatchError, check_existing_cache
-from tagfer.config import ConfigError
+from tagfer.au.build import check_existing_cache
+from tagfer.au.cache import CacheMismatchError
+from tagfer.core.config import EXTERNAL_DETECTORS, ConfigError
 from tagfer.data.readers import reader
-
-EXTERNAL_DETECTORS = ("openface", "pyfeat")
 
 
 def preflight(cfg) -> None:

@@ -17,7 +17,7 @@ module adds what it does not:
   checkpoint was taken in when it resumes, so a kill between the two would lose those metrics).
 
 The data loader's position (epoch, batches done) is the datamodule's ``state_dict``
-(:class:`tagfer.data.datamodule.FERDataModule`): the order and the augmentation of every sample are
+(:class:`tagfer.pipeline.datamodule.FERDataModule`): the order and the augmentation of every sample are
 functions of ``(seed, epoch)`` (:mod:`tagfer.data.sampling`), so the resumed loader starts at the exact
 next batch.
 """
@@ -37,7 +37,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
-from tagfer.config import ConfigError
+from tagfer.core.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ MODEL_KEYS = ("name_or_path", "init_from", "finetune", "lora", "freeze_vision", 
 
 class ResumeMismatchError(ConfigError):
     """The checkpoint to resume from was written by a run with another model or stage configuration (a
-    :class:`~tagfer.config.ConfigError`: the CLI prints it and exits with code 2)."""
+    :class:`~tagfer.core.config.ConfigError`: the CLI prints it and exits with code 2)."""
 
 
 # ------------------------------------------------------------------------------------------ RNG states

@@ -63,7 +63,7 @@ class RolloutSampling:
 
     @classmethod
     def of(cls, rl_cfg: Any) -> "RolloutSampling":
-        """The settings of an ``rl`` config section (:class:`tagfer.config.RLConfig`)."""
+        """The settings of an ``rl`` config section (:class:`tagfer.core.config.RLConfig`)."""
         return cls(
             group_size=int(rl_cfg.num_generations),
             max_new_tokens=int(rl_cfg.max_new_tokens),

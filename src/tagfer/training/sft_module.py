@@ -27,11 +27,11 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.trace import parse_trace
 from tagfer.metrics import ExpressionClassificationMetrics, GroundingFaithfulness, ParseRate, answer_indices
 from tagfer.models.generation import generate_completions
 from tagfer.models.inputs import IGNORE_INDEX
-from tagfer.reasoning.trace import parse_trace
 from tagfer.training.logging import log_grounding_samples
 from tagfer.training.optim import build_optimizer_and_scheduler
 from tagfer.training.sharding import checkpoint_state_dict, local_gradients_finite, shard_for_strategy
@@ -56,7 +56,7 @@ class SFTModule(SkipsNonFiniteSteps, L.LightningModule):
         model: the policy (peft ``PeftModel`` with LoRA, or a full model with the vision tower frozen).
         processor: its processor (decoding of validation completions).
         convention: the family's box convention ("norm1000" | "pixels"), for drawing boxes.
-        sft_cfg: :class:`tagfer.config.SFTConfig`.
+        sft_cfg: :class:`tagfer.core.config.SFTConfig`.
         classes: the label space of the prompts and the metrics.
         au_threshold: AU activation threshold of the faithfulness metric.
     """

@@ -13,17 +13,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-
-from tagfer.data.datamodule import FERDataModule
+from tagfer.data.label_space import training_classes
 from tagfer.data.trace_boxes import TraceBoxMapper
-from tagfer.evaluation.label_space import training_classes
-from tagfer.models.space import ModelSpace
+from tagfer.models.collate import PromptCollator, SFTCollator
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import count_parameters, prepare_policy
-from tagfer.training.collate import PromptCollator, SFTCollator
+from tagfer.models.space import ModelSpace
+from tagfer.pipeline.datamodule import FERDataModule
+from tagfer.pipeline.splits import SplitReader
 from tagfer.training.sft_module import SFTModule
 from tagfer.training.stage_run import fit_and_export, start_run
 from tagfer.training.trainer import build_trainer
@@ -44,19 +45,25 @@ def missing_traces(cfg) -> list:
     return missing
 
 
-def ensure_traces(cfg) -> None:
-    """Build the template trace files that ``data.train`` names and that do not exist yet."""
+def ensure_traces(cfg, build_traces: Callable[..., object] | None, splits: SplitReader | None = None) -> None:
+    """Build the template trace files that ``data.train`` names and that do not exist yet.
+
+    ``build_traces``: :func:`tagfer.reasoning.build.build_traces`, handed in by the entry point (training
+    does not import the reasoning builders); None: a missing trace file is an error. ``splits``: the run's
+    split reader, so the build reads no split the DataModule has read already.
+    """
     missing = missing_traces(cfg)
     if not missing:
         return
-    from tagfer.reasoning.build import build_traces
-
+    if build_traces is None:
+        names = ", ".join(str(spec.traces) for spec in missing)
+        raise FileNotFoundError(f"trace files {names} do not exist; build them first: tagfer traces build --config <this config>")
     log.info("building template traces for %d training set(s)", len(missing))
-    build_traces(cfg)
+    build_traces(cfg, splits=splits)
 
 
-def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
-    """Train and export; returns the export directory."""
+def run_sft(cfg, *, build_traces: Callable[..., object] | None = None, trainer_overrides: dict | None = None) -> Path:
+    """Train and export; returns the export directory (``build_traces``: see :func:`ensure_traces`)."""
     with start_run(cfg) as run_dir:
         if not any(spec.traces for spec in cfg.data.train):
             raise ValueError("data.train has no `traces` file: SFT needs reasoning traces (see configs/data/*.yaml)")
@@ -68,6 +75,7 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
         space = ModelSpace.of(processor, family)
         classes = training_classes(cfg.data)
         think = cfg.traces.think_tags
+        splits = SplitReader(cfg.au)  # one read of each split for the DataModule and the trace build
         datamodule = FERDataModule(
             cfg.data,
             cfg.au,
@@ -75,8 +83,9 @@ def run_sft(cfg, *, trainer_overrides: dict | None = None) -> Path:
             eval_collate=PromptCollator(processor, space, classes=classes, think_tags=think),
             trace_mapper=TraceBoxMapper(space.to_pixels, space.to_model),
             require_traces=True,
-            prepare_traces=partial(ensure_traces, cfg),
+            prepare_traces=partial(ensure_traces, cfg, build_traces, splits),
             seed=cfg.seed,
+            splits=splits,
         )
         module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
         trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagfer.config import load_config
+from tagfer.core.config import load_config
 
 #: Override keys that belong to the RL stage, not to the SFT stage planned before it: the stage, its run
 #: directory and length, its init and resume point, and the rl/eval sections. Everything else (data,

@@ -1,7 +1,7 @@
 """The start and the end that the SFT and GRPO stages share.
 
 * :func:`start_run` — preflight (paths, AU caches: fail before anything heavy loads), hold the run
-  directory for this process (:func:`tagfer.run_lock.hold_run_dir`: a second run into it stops at once,
+  directory for this process (:func:`tagfer.core.run_lock.hold_run_dir`: a second run into it stops at once,
   naming this one), seed everything, save the resolved config into ``<run_dir>/config.yaml``;
 * :func:`fit_and_export` — ``Trainer.fit`` resuming from ``trainer.resume`` (a checkpoint of another
   model or stage is refused before fit), then the consolidated weights (FSDP2: gathered on every rank)
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import lightning as L
 
-from tagfer.config import save_config
+from tagfer.core.config import save_config
+from tagfer.core.run_lock import hold_run_dir
 from tagfer.models.export import export_policy
-from tagfer.run_lock import hold_run_dir
 from tagfer.training.preflight import preflight
 from tagfer.training.resume import check_resume, run_signature
 from tagfer.training.sharding import consolidated_state_dict

@@ -1,4 +1,4 @@
-"""Build a Lightning ``Trainer`` from :class:`tagfer.config.TrainerConfig`, and find the checkpoint to resume.
+"""Build a Lightning ``Trainer`` from :class:`tagfer.core.config.TrainerConfig`, and find the checkpoint to resume.
 
 Run directory layout (every stage)::
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tagfer.au.detectors.base import BOX_MODES, AUDetector
-
-DETECTOR_NAMES = ("builtin", "dataset_landmarks", "openface", "pyfeat", "synthetic")
-EXTERNAL_DETECTORS = ("openface", "pyfeat")
+from tagfer.core.config import DETECTOR_NAMES, EXTERNAL_DETECTORS
 
 
 @dataclass(frozen=True)

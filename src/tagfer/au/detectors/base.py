@@ -1,9 +1,9 @@
 """The detector interface: every AU source (built-in, dataset landmarks, importers, synthetic truth).
 
-A detector turns one image (and its dataset record) into :class:`~tagfer.au.evidence.AUEvidence` in
+A detector turns one image (and its dataset record) into :class:`~tagfer.core.evidence.AUEvidence` in
 original-image pixels. All of them end in 68 landmarks, so the AU boxes are always computed the same
-way (:func:`tagfer.au.regions.au_boxes`), for every AU of the project's vocabulary
-(:data:`~tagfer.au.vocabulary.AU_LIST`) — also those the detector gives no probability for, so a trace
+way (:func:`tagfer.core.regions.au_boxes`), for every AU of the project's vocabulary
+(:data:`~tagfer.core.vocabulary.AU_LIST`) — also those the detector gives no probability for, so a trace
 can point at a region whose AUs this detector cannot see. ``au_prob`` covers exactly ``au_list``.
 """
 
@@ -13,11 +13,11 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.regions import au_boxes, check_landmarks, landmarks_box, scale_box
-from tagfer.au.vocabulary import AU_LIST
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
+from tagfer.core.regions import au_boxes, check_landmarks, landmarks_box, scale_box
+from tagfer.core.vocabulary import AU_LIST
 from tagfer.data.images import DecodedImage
-from tagfer.data.records import FaceRecord
 
 BOX_MODES = ("region", "au")
 

@@ -13,10 +13,10 @@ import numpy as np
 
 from tagfer.au.detectors.base import AUDetector, image_size_of
 from tagfer.au.detectors.dlib_face import DlibLandmarker, dlib_version
-from tagfer.au.evidence import AUEvidence
 from tagfer.au.geometry import GeometryModel
 from tagfer.au.geometry_params import GEOMETRY_MODEL
-from tagfer.data.records import FaceRecord
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 
 
 class BuiltinDetector(AUDetector):

@@ -28,8 +28,8 @@ import numpy as np
 
 from tagfer.au.detectors.base import AUDetector, image_size_of
 from tagfer.au.detectors.external import NameMatcher, read_csv_rows, row_landmarks, to_float
-from tagfer.au.evidence import AUEvidence
-from tagfer.data.records import FaceRecord
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 
 #: OpenFace 2.x AUs (intensity ``_r`` for all; presence ``_c`` for all plus AU28) inside the vocabulary.
 OPENFACE_AUS: tuple[str, ...] = (

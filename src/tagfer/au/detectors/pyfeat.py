@@ -20,9 +20,9 @@ import numpy as np
 
 from tagfer.au.detectors.base import AUDetector, image_size_of
 from tagfer.au.detectors.external import NameMatcher, read_csv_rows, row_landmarks, to_float
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.vocabulary import AU_LIST, canonical_au
-from tagfer.data.records import FaceRecord
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
+from tagfer.core.vocabulary import AU_LIST, canonical_au
 
 FACE_COLUMNS = ("FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight", "FaceScore")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from tagfer.au.detectors.base import AUDetector, image_size_of
-from tagfer.au.evidence import AUEvidence
-from tagfer.au.vocabulary import AU_LIST
-from tagfer.data.records import FaceRecord
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
+from tagfer.core.vocabulary import AU_LIST
 
 
 class SyntheticTruth(AUDetector):

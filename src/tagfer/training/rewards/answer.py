@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from tagfer.classes import CLASS_INDEX
-from tagfer.reasoning.trace import ParsedTrace
+from tagfer.core.classes import CLASS_INDEX
+from tagfer.core.trace import ParsedTrace
 from tagfer.training.rewards.base import RewardCallback
 
 
 class AnswerReward(RewardCallback):
     """1 when the completion's single ``<answer>`` normalises to exactly the label, else 0.
 
-    The answer goes through :func:`tagfer.classes.normalize_label` inside the parser: "Happy." counts
+    The answer goes through :func:`tagfer.core.classes.normalize_label` inside the parser: "Happy." counts
     as happiness, but an empty answer, "happy or sad", a list of every class or several ``<answer>``
     tags give no class and score 0 (no substring matching). Needs ``batch.label_name`` (canonical class
     names). No params. Range: {0, 1}.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tagfer.reasoning.trace import ParsedTrace
+from tagfer.core.trace import ParsedTrace
 from tagfer.training.rewards.au_sets import active_aus, set_f1
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import number, positive_int

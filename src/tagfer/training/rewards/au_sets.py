@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 def active_aus(au_prob: Mapping[str, float], threshold: float, top_k: int | None = None) -> list[str]:
     """AUs with probability ≥ ``threshold``, strongest first (ties by name), the first ``top_k`` when given.
 
-    The same order as :meth:`tagfer.au.evidence.AUEvidence.top_k`, so a reward can score against
+    The same order as :meth:`tagfer.core.evidence.AUEvidence.top_k`, so a reward can score against
     exactly the AUs the trace builder offered.
     """
     active = sorted(((au, p) for au, p in au_prob.items() if p >= threshold), key=lambda kv: (-kv[1], kv[0]))

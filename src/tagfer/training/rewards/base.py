@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from tagfer.config import ConfigError
-from tagfer.reasoning.trace import ParsedTrace
+from tagfer.core.config import ConfigError
+from tagfer.core.trace import ParsedTrace
 from tagfer.training.rewards.batch import GRPOBatch
 
 

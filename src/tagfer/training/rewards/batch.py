@@ -2,14 +2,14 @@
 
 Like torchtune's ``Trajectory``: one field per quantity, each a tuple with one entry per completion
 (``N = B·G`` rows, group-major: the ``G`` completions of a prompt are adjacent). Each completion is parsed
-once, here (:func:`tagfer.reasoning.trace.parse_trace`, without a ``<think>`` requirement: the format
-reward applies its own), and every reward reads the same :class:`~tagfer.reasoning.trace.ParsedTrace`.
+once, here (:func:`tagfer.core.trace.parse_trace`, without a ``<think>`` requirement: the format
+reward applies its own), and every reward reads the same :class:`~tagfer.core.trace.ParsedTrace`.
 
 Fields (``None``: not known for this batch; a reward that needs it raises a KeyError naming it):
 
 * ``text``: the decoded completion; ``trace``: its parse;
 * ``id``: sample id; ``label_id``: index of the true class in the collator's class list
-  (:data:`tagfer.classes.CLASS_NAMES` order); ``label_name``: its canonical class name;
+  (:data:`tagfer.core.classes.CLASS_NAMES` order); ``label_name``: its canonical class name;
 * ``au_prob``: dict AU → detector probability;
 * ``au_box``: dict AU → ``(x1, y1, x2, y2)`` in the model family's coordinate space (the space of the
   completion's boxes); ``image_extent``: ``(W, H)`` of that space;
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
-from tagfer.reasoning.trace import Box, ParsedTrace, parse_trace
+from tagfer.core.trace import Box, ParsedTrace, parse_trace
 
 #: The collator's per-sample ``meta`` keys a batch takes (each repeated ``G`` times).
 SAMPLE_FIELDS = ("id", "label_id", "label_name", "au_prob", "au_box", "image_extent")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tagfer.au.vocabulary import expression_prior
-from tagfer.reasoning.trace import ParsedTrace
+from tagfer.core.vocabulary import expression_prior
+from tagfer.core.trace import ParsedTrace
 from tagfer.training.rewards.au_sets import set_f1
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import choice
@@ -19,7 +19,7 @@ class LabelAUConsistencyReward(RewardCallback):
     answer (none, several, unknown) → 0. Independent of the label and the detector: it checks the
     trace's internal coherence, not its truth.
 
-    Params: ``prior`` (``emfacs`` default | ``wide``, :data:`tagfer.au.vocabulary.WIDE_CODEBOOK`).
+    Params: ``prior`` (``emfacs`` default | ``wide``, :data:`tagfer.core.vocabulary.WIDE_CODEBOOK`).
     Range: [0, 1].
     """
 

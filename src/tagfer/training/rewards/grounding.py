@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from tagfer.config import ConfigError
-from tagfer.reasoning.citations import citation_ious
-from tagfer.reasoning.trace import Box, ParsedTrace
+from tagfer.core.config import ConfigError
+from tagfer.core.citations import citation_ious
+from tagfer.core.trace import Box, ParsedTrace
 from tagfer.training.rewards.au_sets import active_aus
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import choice, number, positive_int
@@ -49,7 +49,7 @@ class AUGroundingReward(RewardCallback):
     Reference set ``R``: AUs with ``au_prob ≥ threshold`` (the ``top_k`` strongest when set) that have a
     box in ``au_box``. Each distinct cited AU ``a`` scores ``g(a)`` — the IoU of the first box the trace
     gives it with its reference box, 0 when it is not in ``R`` or has no box
-    (:mod:`tagfer.reasoning.citations`, the definition the faithfulness metric uses). The reward is
+    (:mod:`tagfer.core.citations`, the definition the faithfulness metric uses). The reward is
     :func:`grounding_score` of ``S = Σ g(a)``, ``C`` cited AUs and ``|R|``; no step that parses → 0.
 
     Why F1 by default: it is 1 only when every reference AU is cited with its exact box and nothing else

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tagfer.reasoning.trace import ParsedTrace
+from tagfer.core.trace import ParsedTrace
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import choice, param_error, positive_int
 

@@ -1,6 +1,6 @@
 """Checks for reward parameters read from YAML (``rl.rewards[i].params``).
 
-Each check returns the value (converted where harmless) or raises :class:`tagfer.config.ConfigError`
+Each check returns the value (converted where harmless) or raises :class:`tagfer.core.config.ConfigError`
 naming the reward, the key, the value and what was expected.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from tagfer.config import ConfigError
+from tagfer.core.config import ConfigError
 
 
 def param_error(reward: str, key: str, value: object, expected: str) -> ConfigError:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from tagfer.config import ConfigError
+from tagfer.core.config import ConfigError
 from tagfer.training.rewards.answer import AnswerReward
 from tagfer.training.rewards.au_f1 import AUF1Reward
 from tagfer.training.rewards.base import RewardCallback
@@ -49,7 +49,7 @@ def _as_mapping(spec: object, where: str) -> dict:
 
 
 def build_reward(spec: object, where: str = "rl.rewards[?]") -> RewardCallback:
-    """One callback from a :class:`tagfer.config.RewardSpec`, a DictConfig or a plain mapping."""
+    """One callback from a :class:`tagfer.core.config.RewardSpec`, a DictConfig or a plain mapping."""
     data = _as_mapping(spec, where)
     unknown_fields = sorted(set(data) - {"name", "weight", "params"})
     if unknown_fields:

@@ -36,7 +36,7 @@ Two box modes:
     AU26   56, 58                +ruler/2        EAC-Net
     ====== ===================== =============== ==========================================
 
-``box_mode="region"`` — every AU of one facial region (:data:`tagfer.au.vocabulary.AU_REGION`) shares
+``box_mode="region"`` — every AU of one facial region (:data:`tagfer.core.vocabulary.AU_REGION`) shares
     one template box, as in TAG's figure. A template is the bounding box of a landmark group, padded by
     multiples of ``ruler`` (left, top, right, bottom) — see :data:`REGION_TEMPLATES`.
 """
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagfer.au.vocabulary import AU_REGION
+from tagfer.core.vocabulary import AU_REGION
 
 Box = tuple[float, float, float, float]
 
@@ -85,7 +85,7 @@ class RegionTemplate:
     pad: tuple[float, float, float, float]
 
 
-#: One template per region of :data:`tagfer.au.vocabulary.REGIONS` (tests check the key sets agree).
+#: One template per region of :data:`tagfer.core.vocabulary.REGIONS` (tests check the key sets agree).
 REGION_TEMPLATES: dict[str, RegionTemplate] = {
     # inner brow halves + nose root; room above for AU1 raising, below for AU4 knitting
     "inner brow": RegionTemplate((19, 20, 21, 22, 23, 24, 27), (1 / 4, 1 / 2, 1 / 4, 1 / 4)),

@@ -24,8 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagfer.core.trace import ParsedTrace, parse_trace
 from tagfer.metrics import FaithfulnessCounts, to_json_ready
-from tagfer.reasoning.trace import ParsedTrace, parse_trace
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -40,8 +40,8 @@ class Prediction:
     truncated: bool = False
 
     @classmethod
-    def from_completion(cls, text: str, *, truncated: bool = False) -> "Prediction":
-        """Parse a generated completion (:func:`tagfer.reasoning.trace.parse_trace`; never raises)."""
+    def from_completion(cls, text: str, *, truncated: bool = False) -> Prediction:
+        """Parse a generated completion (:func:`tagfer.core.trace.parse_trace`; never raises)."""
         trace = parse_trace(text)
         return cls(answer=trace.answer, completion=text, trace=trace, truncated=truncated)
 
@@ -97,7 +97,7 @@ class PredictionWriter:
         os.replace(self._tmp, self.path)
         return self.path
 
-    def __enter__(self) -> "PredictionWriter":
+    def __enter__(self) -> PredictionWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

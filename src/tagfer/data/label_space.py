@@ -13,9 +13,9 @@ Cross-dataset evaluation (train on AffectNet-8, test on RAF-DB) keeps two label 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
-from tagfer.classes import CLASS_NAMES, class_subset
+from tagfer.core.classes import CLASS_NAMES, class_subset
+from tagfer.data.readers import read_dataset, reader
 
 
 def trained_classes(export_meta: Mapping) -> tuple[str, ...]:
@@ -32,12 +32,10 @@ def trained_classes(export_meta: Mapping) -> tuple[str, ...]:
 def training_classes(data_cfg) -> tuple[str, ...]:
     """The label space a model is trained on: the union of the ``data.train`` specs' label sets
     (:func:`scored_classes`: ``classes`` when a spec restricts them, else the dataset's own), in canonical
-    order. Datasets whose label set is read from disk (synthetic, image folders) are read here."""
-    from tagfer.data.readers import read_dataset
-
+    order. Datasets whose label set is read from disk (the reader's ``LABEL_SET_FROM_RECORDS``) are read here."""
     chosen: set[str] = set()
     for spec in data_cfg.train:
-        needs_records = not spec.classes and spec.name in ("synthetic", "imagefolder")
+        needs_records = not spec.classes and reader(spec.name).LABEL_SET_FROM_RECORDS
         labels = [record.label for record in read_dataset(spec).records] if needs_records else []
         chosen.update(scored_classes(spec, labels))
     return class_subset(sorted(chosen))
@@ -46,25 +44,11 @@ def training_classes(data_cfg) -> tuple[str, ...]:
 def scored_classes(spec, labels: Iterable[int]) -> tuple[str, ...]:
     """The label set a test split of ``spec`` is scored over, in canonical order.
 
-    ``spec.classes`` when given; otherwise the dataset's own label set: RAF-DB's 7 classes, FERPlus's 8,
-    AffectNet-``num_classes``, the synthetic dataset's generated classes (its ``manifest.json``), and for
-    an image folder the classes of its class folders (``labels``, the canonical indices of its records).
+    ``spec.classes`` when given; otherwise the dataset's own label set, as its reader states it
+    (``label_set``): RAF-DB's 7 classes, FERPlus's 8, AffectNet-``num_classes``, the synthetic dataset's
+    generated classes (its ``manifest.json``), and for an image folder the classes of its class folders
+    (``labels``, the canonical indices of its records).
     """
     if spec.classes:
         return class_subset(list(spec.classes))
-    if spec.name == "rafdb":
-        from tagfer.data.rafdb import RAFDB_LABELS
-
-        return class_subset(list(RAFDB_LABELS.values()))
-    if spec.name == "ferplus":
-        return CLASS_NAMES
-    if spec.name == "affectnet":
-        return CLASS_NAMES[: int(spec.num_classes)]
-    if spec.name == "synthetic":
-        from tagfer.data.synthetic import read_manifest
-
-        manifest = read_manifest(Path(spec.root))
-        if manifest is None:
-            raise FileNotFoundError(f"synthetic dataset {spec.root}: no manifest.json (read the dataset before scoring it)")
-        return class_subset(list(manifest["classes"]))
-    return class_subset([CLASS_NAMES[i] for i in set(labels)])
+    return reader(spec.name).label_set(spec, labels)

@@ -20,7 +20,7 @@ score without cited AUs, and every faithfulness score of the vision-only baselin
 boxes; its parse rate is 1.0).
 
 ``report.md`` shows the same numbers as tables, and for the real benchmarks (RAF-DB, FERPlus,
-AffectNet-7/8) the run's accuracy beside the published ones (:mod:`tagfer.evaluation.published`).
+AffectNet-7/8) the run's accuracy beside the published ones (:mod:`tagfer.metrics.published`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import json
 import os
 from pathlib import Path
 
-from tagfer.atomic_files import atomic_write_text
-from tagfer.evaluation.published import BENCHMARKS, benchmark_column, published_for
+from tagfer.core.atomic_files import atomic_write_text
 from tagfer.metrics import SCORE_NAMES
+from tagfer.metrics.published import BENCHMARKS, benchmark_column, published_for
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tagfer.au.vocabulary import AU_NAMES, REGIONS
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.vocabulary import AU_NAMES, REGIONS
 
 SYSTEM_PROMPT = "You are an expert in facial expressions and the Facial Action Coding System."
 

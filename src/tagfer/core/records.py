@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
 
 
 @dataclass
@@ -20,7 +20,7 @@ class FaceRecord:
             (``FER2013Train/fer0000000.png``).
         dataset: reader name ("rafdb", "ferplus", "affectnet", "imagefolder", "synthetic").
         split: "train", "val" or "test".
-        label: index into :data:`tagfer.classes.CLASS_NAMES`.
+        label: index into :data:`tagfer.core.classes.CLASS_NAMES`.
         image_path: absolute path of the image file, or None when ``pixels`` holds the image.
         pixels: ``[H, W]`` or ``[H, W, 3]`` uint8 array when the image lives inside a CSV (FER2013).
         soft_label: ``[8]`` target distribution (FERPlus probability / crossentropy / multi_target modes).

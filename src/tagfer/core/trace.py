@@ -11,7 +11,7 @@ A trace (TAG's pipeline figure, with the AUs of each step named)::
 
 optionally with the reasoning wrapped: ``<think>Global analysis: … sadness.</think>\\n<answer> … </answer>``.
 
-* A step inspects one region of :data:`tagfer.au.vocabulary.REGIONS` and names the AUs it grounds
+* A step inspects one region of :data:`tagfer.core.vocabulary.REGIONS` and names the AUs it grounds
   (``none`` when the region shows no active AU, e.g. for neutral faces).
 * Boxes are ``[x1,y1,x2,y2]`` integers in the model family's coordinate convention
   (:mod:`tagfer.models.boxes`); the parser accepts decimals but never negative numbers.
@@ -22,7 +22,7 @@ The renderer writes that canonical form; the parser also accepts what a careful 
 wording of TAG's own figure, ``Inspect mouth region (AU14, AU17) → slight downturn and skin tension →
 <bbox>[181,410,334,511]</bbox>``): any case of ``Inspect`` / ``Final conclusion:``; region names in any
 case, with ``… region`` / ``… area`` and common synonyms (:data:`REGION_SYNONYMS`: ``cheek``, ``mouth
-corners``, ``lips``, …) mapped to :data:`tagfer.au.vocabulary.REGIONS`; an AU code followed by its FACS
+corners``, ``lips``, …) mapped to :data:`tagfer.core.vocabulary.REGIONS`; an AU code followed by its FACS
 name (``AU6 Cheek Raiser``, ``AU12: lip corner puller``); a conclusion in any phrasing that names its AUs
 (in any order) and exactly one class (``The combination of AU6 and AU12 indicates happiness.``). It keeps
 rejecting what breaks grounding: a step without an AU list, an unknown AU or a FACS name that is not
@@ -39,8 +39,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from tagfer.au.vocabulary import AU_NAMES, REGIONS
-from tagfer.classes import CLASS_NAMES, LABEL_ALIASES, normalize_label
+from tagfer.core.classes import CLASS_NAMES, LABEL_ALIASES, normalize_label
+from tagfer.core.vocabulary import AU_NAMES, REGIONS
 
 Box = tuple[float, float, float, float]
 
@@ -66,7 +66,7 @@ _CONCLUSION_PREFIX = "final conclusion:"
 _NO_ACTIVE = re.compile(r"\bno (?:active )?(?:AUs?|action units?)\b", re.IGNORECASE)
 _WORDS = re.compile(r"[a-z]+")
 
-#: Other names of the regions of :data:`tagfer.au.vocabulary.REGIONS` (lower case, after dropping a
+#: Other names of the regions of :data:`tagfer.core.vocabulary.REGIONS` (lower case, after dropping a
 #: leading "the" and a trailing "region" / "area").
 REGION_SYNONYMS: dict[str, str] = {
     **{name: name for name in REGIONS},

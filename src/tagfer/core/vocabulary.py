@@ -5,7 +5,7 @@ AU names are written ``"AU<number>"`` without zero padding everywhere in the pro
 
 Each AU belongs to one facial *region*. In ``box_mode="region"`` (TAG's figure: AU4 and AU9 share one
 box) every AU of a region gets the region's box; in ``box_mode="au"`` each AU gets its own box from
-its EAC-Net / JAA-Net landmark centres (see :mod:`tagfer.au.regions`).
+its EAC-Net / JAA-Net landmark centres (see :mod:`tagfer.core.regions`).
 """
 
 from __future__ import annotations

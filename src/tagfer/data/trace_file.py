@@ -8,7 +8,7 @@ One line per kept sample::
      "provenance": {…}}
 
 ``id`` is the record id (image path relative to the dataset root), ``label`` a canonical class name,
-``trace`` text that :func:`tagfer.reasoning.trace.parse_trace` reads with no error and whose answer is
+``trace`` text that :func:`tagfer.core.trace.parse_trace` reads with no error and whose answer is
 ``label``; its boxes are in ``convention`` for a model input of ``input_size`` = (width, height) pixels,
 made from an image of ``orig_size``: the image as served, i.e. the face crop when ``crop_box``
 (``[x1, y1, x2, y2]`` integer pixels of the original image, :mod:`tagfer.data.face_crop`) is given,
@@ -20,7 +20,7 @@ Samples that got no trace are appended to a sidecar ``<file>.rejected.jsonl`` (`
 
 :class:`TraceWriter` appends each line with flush + fsync. On restart it reads what is there, drops a
 truncated last line (a write killed midway) and reports the ids already written, which the builder
-skips. While open it holds the file (:func:`tagfer.run_lock.hold`, lock file ``.<name>.lock`` beside it):
+skips. While open it holds the file (:func:`tagfer.core.run_lock.hold`, lock file ``.<name>.lock`` beside it):
 a second writer of the same file stops at once naming the holder. :func:`read_traces` is the strict reader the SFT data path uses.
 """
 
@@ -31,9 +31,9 @@ import os
 from contextlib import ExitStack
 from pathlib import Path
 
-from tagfer.classes import CLASS_NAMES
-from tagfer.reasoning.trace import parse_trace
-from tagfer.run_lock import hold
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.run_lock import hold
+from tagfer.core.trace import parse_trace
 
 SOURCES = ("template", "teacher")
 CONVENTIONS = ("norm1000", "pixels")

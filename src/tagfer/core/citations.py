@@ -1,7 +1,7 @@
 """What counts as a grounded citation: the one definition the AU-grounding reward and the faithfulness metric share.
 
 A trace *cites* the distinct AUs it names in its steps or its conclusion
-(:meth:`tagfer.reasoning.trace.ParsedTrace.cited_aus`). Against a *reference* — the AUs the detector
+(:meth:`tagfer.core.trace.ParsedTrace.cited_aus`). Against a *reference* — the AUs the detector
 finds active, each with its box ``(x1, y1, x2, y2)`` in the completion's coordinate space — each cited
 AU ``a`` scores::
 
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import torch
 from torchvision.ops import box_iou
 
-from tagfer.reasoning.trace import Box, ParsedTrace
+from tagfer.core.trace import Box, ParsedTrace
 
 
 def first_boxes(parsed: ParsedTrace) -> dict[str, Box]:

@@ -53,7 +53,7 @@ class AUEvidence:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "AUEvidence":
+    def from_json(cls, data: dict) -> AUEvidence:
         landmarks = data.get("landmarks")
         return cls(
             face_found=bool(data.get("face_found", True)),

@@ -25,15 +25,18 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tagfer.atomic_files import atomic_write_text
+from tagfer.core.atomic_files import atomic_write_text
 
 STAGES = ("sft", "rl", "eval", "baseline", "demo")
+#: AU detectors (:mod:`tagfer.au.detectors`); the external ones import another tool's output files.
+DETECTOR_NAMES = ("builtin", "dataset_landmarks", "openface", "pyfeat", "synthetic")
+EXTERNAL_DETECTORS = ("openface", "pyfeat")
 #: GRPO loss aggregations and advantage scalings (:mod:`tagfer.training.grpo` implements each; the GRPO
 #: objective and this file's load-time check both read these lists).
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
@@ -42,7 +45,7 @@ REWARD_SCALES = ("group", "batch", "none")
 #: Enumerated string options, checked when a config is loaded (key path → allowed values).
 CHOICES: dict[str, tuple[str, ...]] = {
     "stage": STAGES,
-    "au.detector": ("builtin", "dataset_landmarks", "openface", "pyfeat", "synthetic"),
+    "au.detector": DETECTOR_NAMES,
     "au.box_mode": ("region", "au"),
     "traces.source": ("template", "teacher"),
     "traces.missing_prior": ("inspect", "weak", "drop"),
@@ -76,10 +79,10 @@ class DatasetSpec:
     name: str = "synthetic"  # rafdb | ferplus | affectnet | imagefolder | synthetic
     root: str = "outputs/data/synthetic"
     split: str = "train"  # train | val | test
-    au_cache: Optional[str] = None  # AU cache directory (default: <au.cache_dir>/<name>-<detector>)
-    traces: Optional[str] = None  # trace JSONL (SFT); None for RL / evaluation
-    classes: Optional[list[str]] = None  # keep only these canonical classes (cross-dataset, AffectNet-7)
-    limit: Optional[int] = None  # first N records after filtering (debugging, quick evaluation)
+    au_cache: str | None = None  # AU cache directory (default: <au.cache_dir>/<name>-<detector>)
+    traces: str | None = None  # trace JSONL (SFT); None for RL / evaluation
+    classes: list[str] | None = None  # keep only these canonical classes (cross-dataset, AffectNet-7)
+    limit: int | None = None  # first N records after filtering (debugging, quick evaluation)
     # RAF-DB
     image_variant: str = "aligned"  # aligned | original
     # FERPlus
@@ -150,7 +153,7 @@ class QualityConfig:
 @dataclass
 class AUConfig:
     detector: str = "synthetic"  # builtin | dataset_landmarks | openface | pyfeat | synthetic
-    external_dir: Optional[str] = None  # OpenFace / py-feat output directory or CSV file
+    external_dir: str | None = None  # OpenFace / py-feat output directory or CSV file
     crop_fallback: bool = False  # builtin: fit landmarks on the whole image when dlib finds no face (face crops)
     cache_dir: str = "outputs/au_cache"
     box_mode: str = "region"  # region (shared region templates, TAG's figure) | au (one box per AU)
@@ -160,7 +163,7 @@ class AUConfig:
     shard_size: int = 256
     # Detection decodes larger images reduced to at most this many pixels (JPEG: in the decoder) and scales
     # landmarks and boxes back to the original pixels (tagfer.data.images.decode_image); null: full size.
-    detect_max_pixels: Optional[int] = 4_194_304  # 2048 × 2048
+    detect_max_pixels: int | None = 4_194_304  # 2048 × 2048
     quality: QualityConfig = field(default_factory=QualityConfig)
 
 
@@ -261,10 +264,10 @@ class ModelConfig:
     train_projector: bool = True
     gradient_checkpointing: bool = False
     dtype: str = "auto"  # auto (bf16 where supported, else fp32) | float32 | bfloat16 | float16
-    attn_implementation: Optional[str] = None  # e.g. sdpa | flash_attention_2
+    attn_implementation: str | None = None  # e.g. sdpa | flash_attention_2
     min_pixels: int = 3136  # 56*56
     max_pixels: int = 12544  # 112*112; real checkpoints: e.g. 512*512
-    init_from: Optional[str] = None  # an exported SFT directory (model or adapter + processor)
+    init_from: str | None = None  # an exported SFT directory (model or adapter + processor)
 
 
 # ------------------------------------------------------------------------------------ optimisation
@@ -307,7 +310,7 @@ class RLConfig:
     top_k: int = 0
     beta: float = 0.04  # KL coefficient (0 skips the reference pass)
     epsilon_low: float = 0.2
-    epsilon_high: Optional[float] = None  # None: = epsilon_low; DAPO uses 0.28
+    epsilon_high: float | None = None  # None: = epsilon_low; DAPO uses 0.28
     loss_type: str = "dapo"  # grpo | bnpo | dr_grpo | dapo
     scale_rewards: str = "group"  # group | batch | none
     num_iterations: int = 1  # μ: optimizer steps per rollout batch
@@ -335,7 +338,7 @@ class CheckpointConfig:
     every_n_train_steps: int = 50
     save_last: bool = True
     save_top_k: int = 1
-    monitor: Optional[str] = None
+    monitor: str | None = None
     mode: str = "max"
 
 
@@ -349,33 +352,33 @@ class TrainerConfig:
     max_epochs: int = 1
     max_steps: int = -1
     accumulate_grad_batches: int = 1
-    gradient_clip_val: Optional[float] = 1.0
+    gradient_clip_val: float | None = 1.0
     log_every_n_steps: int = 1
-    val_check_interval: Optional[float] = None
-    check_val_every_n_epoch: Optional[int] = 1
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
+    val_check_interval: float | None = None
+    check_val_every_n_epoch: int | None = 1
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
     num_sanity_val_steps: int = 0
     deterministic: bool = False
     enable_progress_bar: bool = True
     # torch intra-op threads per process (torch.set_num_threads); null keeps torch's default (one per core).
     # For tiny models on few cores 1 is fastest: thread hand-offs cost more than the small matmuls they split.
-    num_threads: Optional[int] = None
-    resume: Optional[str] = "auto"  # auto (last.ckpt of run_dir if any) | a checkpoint path | null
+    num_threads: int | None = None
+    resume: str | None = "auto"  # auto (last.ckpt of run_dir if any) | a checkpoint path | null
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 # --------------------------------------------------------------------------------------- evaluation
 @dataclass
 class EvalConfig:
-    checkpoint: Optional[str] = None  # exported model/adapter directory (default: model.name_or_path)
+    checkpoint: str | None = None  # exported model/adapter directory (default: model.name_or_path)
     # test sets, each scored over its own classes (cross-dataset: list several); empty: the data group's data.test
     datasets: list[DatasetSpec] = field(default_factory=list)
     batch_size: int = 16
     max_new_tokens: int = 256
     iou_threshold: float = 0.5  # a cited box under this IoU counts as hallucinated
     prior: str = "emfacs"  # emfacs | wide: the label–AU consistency prior
-    out_dir: Optional[str] = None  # default: <run_dir>
+    out_dir: str | None = None  # default: <run_dir>
 
 
 @dataclass
@@ -384,7 +387,7 @@ class BaselineConfig:
 
     model_name: str = "resnet18"
     pretrained: bool = False  # no hub access here: random init unless a local checkpoint is given
-    checkpoint_path: Optional[str] = None
+    checkpoint_path: str | None = None
     image_size: int = 112
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, scheduler="cosine", warmup_ratio=0.0))
 

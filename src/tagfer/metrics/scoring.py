@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from tagfer.core.trace import ParsedTrace
 from tagfer.metrics import (
     SCORE_NAMES,
     ExpressionClassificationMetrics,
@@ -25,7 +26,6 @@ from tagfer.metrics import (
     faithfulness_counts,
     to_json_ready,
 )
-from tagfer.reasoning.trace import ParsedTrace
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class GroundingOptions:
     prior: str = "emfacs"  # eval.prior: the label–AU consistency prior
 
     @classmethod
-    def from_config(cls, cfg) -> "GroundingOptions":
+    def from_config(cls, cfg) -> GroundingOptions:
         return cls(threshold=float(cfg.au.threshold), iou_threshold=float(cfg.eval.iou_threshold), prior=str(cfg.eval.prior))
 
 

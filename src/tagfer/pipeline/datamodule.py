@@ -1,8 +1,10 @@
 """``FERDataModule``: one LightningDataModule for every dataset and mixtures of them, with cached AU maps.
 
-Each split (``data.train`` / ``data.val`` / ``data.test``) is a list of :class:`tagfer.config.DatasetSpec`;
+Each split (``data.train`` / ``data.val`` / ``data.test``) is a list of :class:`tagfer.core.config.DatasetSpec`;
 their records are concatenated. Every record is joined with its AU cache entry (built on first use by
-:func:`tagfer.au.cache.ensure_au_cache`) and, when the spec names a trace file, its reasoning trace.
+:func:`tagfer.au.build.ensure_au_cache`) and, when the spec names a trace file, its reasoning trace. Each split
+is read once and each AU cache opened once per run (:class:`tagfer.pipeline.splits.SplitReader`, shared
+with the trace build when the stage passes it on).
 
 A sample (what ``FERDataset[i]`` returns, before the collate function)::
 
@@ -45,18 +47,16 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from tagfer.au.cache import ensure_au_cache
-from tagfer.au.evidence import AUEvidence
-from tagfer.classes import CLASS_NAMES
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.evidence import AUEvidence
+from tagfer.core.records import FaceRecord
 from tagfer.data.face_crop import NO_CROP, FaceCrop, apply_face_crop
 from tagfer.data.images import CorruptImageError, load_image
-from tagfer.data.readers import read_dataset
-from tagfer.data.records import FaceRecord
 from tagfer.data.sampling import EpochSampler, SampleKey
 from tagfer.data.trace_boxes import TraceBoxMapper, template_step_boxes
+from tagfer.data.trace_file import read_traces, trace_window
 from tagfer.data.transforms import apply_augmentation, build_augmentation, landmark_au_boxes, reseed
-from tagfer.reasoning.build import read_traces
-from tagfer.reasoning.trace_file import trace_window
+from tagfer.pipeline.splits import SplitReader
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,8 @@ class FERDataModule(L.LightningDataModule):
     """Serves ``data.train`` / ``data.val`` / ``data.test`` (mixtures allowed) with AU evidence and traces.
 
     Args:
-        data_cfg: :class:`tagfer.config.DataConfig`.
-        au_cfg: :class:`tagfer.config.AUConfig` (detector, cache dir, quality filter).
+        data_cfg: :class:`tagfer.core.config.DataConfig`.
+        au_cfg: :class:`tagfer.core.config.AUConfig` (detector, cache dir, quality filter).
         train_collate: turns a list of training samples into a batch (model inputs); default: the list.
         eval_collate: the same for validation and test batches (e.g. generation prompts without targets).
         trace_mapper: converts trace boxes between the model's coordinate space and image pixels, so that
@@ -190,6 +190,7 @@ class FERDataModule(L.LightningDataModule):
             so that under DDP one process per node writes them while the others wait.
         train_batch_size: training batch size when it is not ``data.batch_size`` (GRPO: ``rl.batch_size`` prompts).
         seed: seeds the augmentation and the balanced sampler (identical on every DDP rank).
+        splits: reads the splits and opens their AU caches, each once (default: a new :class:`SplitReader`).
     """
 
     def __init__(
@@ -204,6 +205,7 @@ class FERDataModule(L.LightningDataModule):
         prepare_traces: Callable[[], None] | None = None,
         train_batch_size: int | None = None,
         seed: int = 0,
+        splits: SplitReader | None = None,
     ):
         super().__init__()
         self.data_cfg = data_cfg
@@ -215,6 +217,7 @@ class FERDataModule(L.LightningDataModule):
         self.prepare_traces = prepare_traces
         self.train_batch_size = train_batch_size or data_cfg.batch_size
         self.seed = seed
+        self.splits = splits or SplitReader(au_cfg)
         self.face_crop = FaceCrop.from_config(data_cfg.face_crop)
         self.box_mode = str(au_cfg.box_mode)  # the AU cache's (checked against the cache when it is opened)
         self.datasets: dict[str, Dataset] = {}
@@ -226,7 +229,7 @@ class FERDataModule(L.LightningDataModule):
         ``setup`` on every rank."""
         for split in ("train", "val", "test"):
             for spec in self.data_cfg[split]:
-                ensure_au_cache(spec, self.au_cfg)
+                self.splits.au_cache(spec)
         if self.prepare_traces is not None:
             self.prepare_traces()
 
@@ -259,9 +262,9 @@ class FERDataModule(L.LightningDataModule):
 
     def _items(self, spec, *, training: bool) -> tuple[list[FaceItem], Counter, bool]:
         """The usable items of ``spec``, the skip counts and whether its images are whole photos."""
-        result = read_dataset(spec, strict=self.data_cfg.strict)
+        result = self.splits.read(spec, strict=self.data_cfg.strict)
         skipped: Counter = Counter(result.skipped)
-        cache = ensure_au_cache(spec, self.au_cfg)
+        cache = self.splits.au_cache(spec)
         traces = read_traces(spec.traces) if (training and spec.traces and self.require_traces) else None
         items = []
         for record in result.records:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def hold(target: str | os.PathLike, what: str, *, directory: bool, env: Mapping[
     me = Holder(
         pid=os.getpid(),
         host=socket.gethostname(),
-        since=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        since=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         command=" ".join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]),
         job=launch_job(env),
     )

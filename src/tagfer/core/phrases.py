@@ -1,7 +1,7 @@
 """The wording of template traces: observation phrases per AU and intensity, relaxed-region phrases,
 and global-analysis sentences per class and per evidence pattern.
 
-Every phrase is safe inside the trace grammar (:mod:`tagfer.reasoning.trace`): one line, no arrows, no
+Every phrase is safe inside the trace grammar (:mod:`tagfer.core.trace`): one line, no arrows, no
 parentheses, no angle brackets. Phrases are short because the tiny offline model has to generate whole
 traces on a CPU; :func:`all_phrases` is also the corpus its tokenizer is trained on.
 
@@ -11,9 +11,9 @@ Intensity levels split the active range ``[threshold, 1]`` into three equal bins
 
 from __future__ import annotations
 
-from tagfer.au.vocabulary import AU_NAMES, AU_REGION, EXPRESSION_PRIORS, REGIONS
-from tagfer.classes import CLASS_NAMES
-from tagfer.reasoning.trace import Trace, TraceStep, render_trace
+from tagfer.core.classes import CLASS_NAMES
+from tagfer.core.trace import Trace, TraceStep, render_trace
+from tagfer.core.vocabulary import AU_NAMES, AU_REGION, EXPRESSION_PRIORS, REGIONS
 
 INTENSITIES: tuple[str, ...] = ("weak", "clear", "strong")
 

@@ -1,9 +1,9 @@
 """The evaluation loop over test sets, shared by the VLM evaluator and the vision-only baseline.
 
 For every test set (``eval.datasets``, or ``data.test`` when that list is empty) the loop builds a
-:class:`~tagfer.data.datamodule.FERDataModule` serving only that set (its AU cache is built on first use),
-asks a *predictor* for a :class:`~tagfer.evaluation.predictions.Prediction` per sample of every batch,
-scores them with a :class:`~tagfer.evaluation.scoring.SetScorer` over the set's classes, and streams
+:class:`~tagfer.pipeline.datamodule.FERDataModule` serving only that set (its AU cache is built on first use),
+asks a *predictor* for a :class:`~tagfer.metrics.predictions.Prediction` per sample of every batch,
+scores them with a :class:`~tagfer.metrics.scoring.SetScorer` over the set's classes, and streams
 ``predictions.jsonl``. What differs between models is only the collate function and the predictor.
 
 The loop runs in one process (no DDP sharding); batches follow the DataLoader order.
@@ -19,10 +19,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from tagfer.data.datamodule import FERDataModule
-from tagfer.evaluation.label_space import scored_classes
-from tagfer.evaluation.predictions import PREDICTIONS_FILE, Prediction, PredictionWriter, prediction_line
-from tagfer.evaluation.scoring import GroundingOptions, SetScorer
+from tagfer.data.label_space import scored_classes
+from tagfer.metrics.predictions import PREDICTIONS_FILE, Prediction, PredictionWriter, prediction_line
+from tagfer.metrics.scoring import GroundingOptions, SetScorer
+from tagfer.pipeline.datamodule import FERDataModule
 
 log = logging.getLogger(__name__)
 
