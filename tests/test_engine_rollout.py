@@ -15,6 +15,7 @@ import torch
 from fixtures_models import tiny_model_cfg
 from tagfer.core.config import OptimConfig, RLConfig
 from tagfer.data.face_samples import face_samples
+from tagfer.models.collate import PromptCollator
 from tagfer.models.generation import eos_token_ids, suppressed_token_ids
 from tagfer.models.inputs import append_completions, repeat_inputs
 from tagfer.models.loader import load_vlm
@@ -22,7 +23,6 @@ from tagfer.models.openai_endpoint import Answer, ChatClient, Completion, Endpoi
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.models.vllm_server import ServerSpec, launched_server
-from tagfer.models.collate import PromptCollator
 from tagfer.training.engine_rollout import VLLMRollouts, check_prompts, engine_completions
 from tagfer.training.grpo import grpo_loss, token_logprobs, truncated_importance_weights
 from tagfer.training.grpo_module import GRPOModule

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from fixtures_models import tiny_model_cfg
+from tagfer.core import trace as trace_module
 from tagfer.core.config import LoRAConfig, RLConfig
 from tagfer.data.face_samples import face_samples
 from tagfer.models.collate import PromptCollator
 from tagfer.models.loader import load_vlm
 from tagfer.models.policy import prepare_policy
 from tagfer.models.space import ModelSpace
-from tagfer.core import trace as trace_module
 from tagfer.training.grpo import combine_rewards, group_advantages
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.grpo_stage import module_settings

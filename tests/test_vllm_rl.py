@@ -102,8 +102,8 @@ class ServerFollowsPolicy(L.Callback):
 
 
 def test_grpo_rollouts_through_vllm_stay_on_policy_and_a_killed_server_fails_clearly(configs_dir, tmp_path):
-    from tagfer.models.tiny import build_tiny_model
     from tagfer.core.config import ModelConfig, TinyModelConfig
+    from tagfer.models.tiny import build_tiny_model
 
     tiny = tmp_path / "tiny"  # head_dim 32: vLLM's CPU attention has no kernel for the default tiny model's 16
     build_tiny_model(ModelConfig(name_or_path=str(tiny), tiny=TinyModelConfig(hidden_size=128, intermediate_size=256, vision_pretrain_steps=0)), tiny)

@@ -321,7 +321,7 @@ class RLConfig:
     share_image_features: bool = True  # encode each image once per group (False: the plain path, G encodings)
     # engine.backend vllm: truncated importance sampling (TRL's TIS) of the policy loss, per token
     # w = min(exp(logp_old − logp_vllm), cap); null: off
-    vllm_importance_sampling_cap: Optional[float] = None
+    vllm_importance_sampling_cap: float | None = None
     rewards: list[RewardSpec] = field(
         default_factory=lambda: [
             RewardSpec(name="format", weight=1.0),

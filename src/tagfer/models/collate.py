@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tagfer.core.classes import CLASS_NAMES
-from tagfer.models.boxes import coordinate_extent
-from tagfer.models.space import ModelSpace
-from tagfer.models.inputs import boxes_to_model_space, build_generation_inputs, build_sft_inputs
 from tagfer.core.prompt import task_prompt
+from tagfer.models.boxes import coordinate_extent
+from tagfer.models.inputs import boxes_to_model_space, build_generation_inputs, build_sft_inputs
+from tagfer.models.space import ModelSpace
 
 
 class PromptCollator:

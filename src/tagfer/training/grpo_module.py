@@ -392,7 +392,7 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
 
     def configure_optimizers(self):
         trainer = self.trainer
-        trainer.estimated_stepping_batches  # sets up the training data: num_training_batches is known after it
+        _ = trainer.estimated_stepping_batches  # sets up the training data: num_training_batches is known after it
         steps = optimizer_steps(
             trainer.max_steps,
             trainer.num_training_batches,

@@ -32,8 +32,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 
-from tagfer.pipeline.datamodule import FERDataModule
 from tagfer.data.label_space import training_classes
+from tagfer.models.collate import PromptCollator
 from tagfer.models.engine import vllm_endpoint
 from tagfer.models.generation import eos_token_ids, suppressed_token_ids
 from tagfer.models.loader import load_vlm
@@ -41,9 +41,9 @@ from tagfer.models.openai_endpoint import ChatClient
 from tagfer.models.policy import count_parameters, frozen_reference_copy, prepare_policy
 from tagfer.models.space import ModelSpace
 from tagfer.models.staging import staged_directory
-from tagfer.models.collate import PromptCollator
-from tagfer.training.grpo import GRPOObjective
+from tagfer.pipeline.datamodule import FERDataModule
 from tagfer.training.engine_rollout import LOGPROBS_MODE_ARGS, VLLMRollouts
+from tagfer.training.grpo import GRPOObjective
 from tagfer.training.grpo_module import GRPOModule
 from tagfer.training.rewards import build_rewards
 from tagfer.training.rollout import RolloutSampling

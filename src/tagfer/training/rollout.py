@@ -62,7 +62,7 @@ class RolloutSampling:
             raise ValueError(f"rollout sampling: need 0 < top_p ≤ 1 and top_k ≥ 0, got {self.top_p}, {self.top_k}")
 
     @classmethod
-    def of(cls, rl_cfg: Any) -> "RolloutSampling":
+    def of(cls, rl_cfg: Any) -> RolloutSampling:
         """The settings of an ``rl`` config section (:class:`tagfer.core.config.RLConfig`)."""
         return cls(
             group_size=int(rl_cfg.num_generations),

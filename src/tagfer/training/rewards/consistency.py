@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tagfer.core.vocabulary import expression_prior
 from tagfer.core.trace import ParsedTrace
+from tagfer.core.vocabulary import expression_prior
 from tagfer.training.rewards.au_sets import set_f1
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import choice

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tagfer.core.vocabulary import REGIONS
 from tagfer.core.trace import ParsedTrace
+from tagfer.core.vocabulary import REGIONS
 from tagfer.training.rewards.base import RewardCallback
 from tagfer.training.rewards.params import flag
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from tagfer.core.config import ConfigError
 from tagfer.core.citations import citation_ious
+from tagfer.core.config import ConfigError
 from tagfer.core.trace import Box, ParsedTrace
 from tagfer.training.rewards.au_sets import active_aus
 from tagfer.training.rewards.base import RewardCallback
