@@ -51,7 +51,9 @@ def main() -> int:
             points, exact = cache.get(record_id).landmarks, truth[record_id].landmarks
             iod = np.linalg.norm(exact[36:42].mean(axis=0) - exact[42:48].mean(axis=0))
             errors.append(np.linalg.norm(points - exact, axis=1).mean() / iod)
-        print(f"\n{name}: {len(records) / seconds:.1f} images/s; faces found {len(found)}/{len(records)}; landmark error {np.mean(errors):.3f} iod")
+        print(
+            f"\n{name}: {len(records) / seconds:.1f} images/s; faces found {len(found)}/{len(records)}; landmark error {np.mean(errors):.3f} iod"
+        )
         rows = []
         for au in cache.prob_aus:
             t = np.array([truth[i].extra["au_intensity"][au] >= 0.5 for i in found])

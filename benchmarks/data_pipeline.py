@@ -312,7 +312,9 @@ def run(args, work: Path) -> dict:
         modes[f"detect:{name}"] = (detect_per_sample(cached, DetectorSpec(name)), list)
     if args.processor != "none":
         modes[PROCESSOR] = (cached, prompt_collator(args.processor, args.max_pixels))
-    print(f"{len(cached)} samples per epoch, batch {args.batch_size}, augmentation {'off' if args.no_augment else 'on'}, best of {args.repeats} epochs")
+    print(
+        f"{len(cached)} samples per epoch, batch {args.batch_size}, augmentation {'off' if args.no_augment else 'on'}, best of {args.repeats} epochs"
+    )
     rows = measure(datamodule, modes, args.workers, args.repeats)
     reference = {row.workers: row for row in rows if row.mode == CACHE}
     for row in rows:

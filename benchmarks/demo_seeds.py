@@ -76,7 +76,8 @@ def table(rows: list[dict]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row['seed']} | " + " | ".join(pair(row, key) for key in METRICS)
+            f"| {row['seed']} | "
+            + " | ".join(pair(row, key) for key in METRICS)
             + f" | {'yes' if row['accuracy_kept'] else 'no'} | {'yes' if row['hallucination_lower'] else 'no'} |"
         )
     both = sum(row["accuracy_kept"] and row["hallucination_lower"] for row in rows)

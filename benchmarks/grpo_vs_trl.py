@@ -65,13 +65,27 @@ PRESETS = {
     # tiny builder shares the head count), for a GPU: --device cuda --preset 2b
     "2b": {
         "image_size": 448,
-        "tiny": {"hidden_size": 1536, "num_layers": 28, "num_heads": 16, "num_kv_heads": 2, "intermediate_size": 8960,
-                 "vision_depth": 32, "vision_hidden_size": 1280},
+        "tiny": {
+            "hidden_size": 1536,
+            "num_layers": 28,
+            "num_heads": 16,
+            "num_kv_heads": 2,
+            "intermediate_size": 8960,
+            "vision_depth": 32,
+            "vision_hidden_size": 1280,
+        },
     },
     "small": {
         "image_size": 224,
-        "tiny": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 1024,
-                 "vision_depth": 4, "vision_hidden_size": 256},
+        "tiny": {
+            "hidden_size": 256,
+            "num_layers": 4,
+            "num_heads": 4,
+            "num_kv_heads": 2,
+            "intermediate_size": 1024,
+            "vision_depth": 4,
+            "vision_hidden_size": 256,
+        },
     },
 }
 
@@ -159,7 +173,9 @@ def vllm_engine(args, policy, processor, prompt: str, rcfg):
 
     cpu = args.device == "cpu"
     server_args = ["--dtype", "float32" if cpu else "bfloat16", "--max-model-len", "4096", *LOGPROBS_MODE_ARGS, *args.vllm_arg]
-    vllm_cfg = VLLMConfig(python=args.vllm_python, args=server_args, env={"VLLM_CPU_KVCACHE_SPACE": "2"} if cpu else {}, concurrency=args.batch)
+    vllm_cfg = VLLMConfig(
+        python=args.vllm_python, args=server_args, env={"VLLM_CPU_KVCACHE_SPACE": "2"} if cpu else {}, concurrency=args.batch
+    )
     with vllm_endpoint(vllm_cfg, args.model_dir, enable_lora=True, max_lora_rank=max(16, args.lora_r)) as settings:
         yield VLLMRollouts(
             ChatClient(dataclasses.replace(settings, model="policy")),
@@ -193,10 +209,16 @@ def fit_ours(args, module, samples, collate, *, version: str) -> dict:
                 gaps.append((float(metrics["train/engine_logprob_diff_mean"]), float(metrics["train/engine_logprob_diff_max"])))
 
     trainer = L.Trainer(
-        accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, max_steps=args.warmup + args.steps,
+        accelerator="gpu" if args.device == "cuda" else "cpu",
+        devices=1,
+        max_steps=args.warmup + args.steps,
         precision="bf16-mixed" if args.device == "cuda" else "32-true",  # = TRL's bf16=True (autocast)
-        logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Record()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[Record()],
     )
     trainer.fit(module, loader)
     result = timer.result(args, version=version)
@@ -264,7 +286,14 @@ def run_trl(args) -> dict:
         **trl_vllm_options(args, GRPOConfig.__dataclass_fields__),
     )
     timer = StepTimer(args.warmup)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset, processing_class=processor, peft_config=lora_config(mcfg))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=config,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=lora_config(mcfg),
+    )
     generate = trainer._generate_single_turn
     generation_s = [0.0]
 
@@ -311,7 +340,6 @@ def trl_vllm_options(args, config_fields) -> dict:
 def trl_reward(callback, by_id: dict):
     """A TRL reward function that scores with the project's callback (same inputs as our side)."""
     from tagfer.training.rewards import GRPOBatch
-
 
     def reward(prompts, completions, completion_ids, sample_id, **kwargs):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
@@ -392,13 +420,39 @@ def side_main(args) -> None:
 def run_side(side: str, args, out_dir: Path) -> dict:
     result = out_dir / f"{side}.json"
     command = [sys.executable, __file__, "--side", side, "--result", str(result)]
-    for key in ("steps", "warmup", "batch", "group", "max_new_tokens", "temperature", "beta", "lr", "lora_r", "preset", "image_size", "micro_batch", "threads", "device", "model_dir", "engine", "vllm_python", "trl_vllm_port", "tis_cap"):
+    for key in (
+        "steps",
+        "warmup",
+        "batch",
+        "group",
+        "max_new_tokens",
+        "temperature",
+        "beta",
+        "lr",
+        "lora_r",
+        "preset",
+        "image_size",
+        "micro_batch",
+        "threads",
+        "device",
+        "model_dir",
+        "engine",
+        "vllm_python",
+        "trl_vllm_port",
+        "tis_cap",
+    ):
         if getattr(args, key) is not None:
             command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     command += [f"--vllm-arg={value}" for value in args.vllm_arg]
     command.append("--share-images" if args.share_images else "--no-share-images")
     command.append("--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{side} side failed:\n{done.stderr[-5000:]}")
@@ -445,19 +499,37 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=0, help="face images of this size, max_pixels = size² (0: the preset's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each side")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
-                        help="activation checkpointing on both sides (TRL's default is on)")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="activation checkpointing on both sides (TRL's default is on)",
+    )
     parser.add_argument("--model-dir", default=None, help="tiny Qwen2-VL directory (built there when missing; in a temp dir when omitted)")
-    parser.add_argument("--share-images", action=argparse.BooleanOptionalAction, default=True,
-                        help="ours: encode each image once per group (rl.share_image_features)")
-    parser.add_argument("--micro-batch", type=int, default=None, help="ours: rl.logprob_micro_batch (rows per log-prob pass, 0 = all; default: the config's)")
+    parser.add_argument(
+        "--share-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ours: encode each image once per group (rl.share_image_features)",
+    )
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="ours: rl.logprob_micro_batch (rows per log-prob pass, 0 = all; default: the config's)",
+    )
     parser.add_argument("--levers", action="store_true", help="only our side, once per speed lever switched off")
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="rollouts: in-process generate, or vLLM on both sides")
-    parser.add_argument("--vllm-python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"),
-                        help="ours, --engine vllm: the vLLM environment's interpreter (scripts/setup_vllm.sh)")
+    parser.add_argument(
+        "--vllm-python",
+        default=str(Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"),
+        help="ours, --engine vllm: the vLLM environment's interpreter (scripts/setup_vllm.sh)",
+    )
     parser.add_argument("--vllm-arg", action="append", default=[], help="ours, --engine vllm: one more server argument (repeat)")
     parser.add_argument("--trl-vllm-port", type=int, default=8000, help="TRL, --engine vllm: port of the `trl vllm-serve` you started")
-    parser.add_argument("--tis-cap", type=float, default=None, help="--engine vllm: truncated importance sampling cap on both sides (default off)")
+    parser.add_argument(
+        "--tis-cap", type=float, default=None, help="--engine vllm: truncated importance sampling cap on both sides (default off)"
+    )
     parser.add_argument("--side", choices=("ours", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -482,13 +554,20 @@ def main() -> None:
             theirs = run_side("trl", args, Path(tmp))
     print(describe(args))
     print(table(ours, theirs))
-    print(json.dumps({
-        "completions_per_s_ratio": round(ours["completions_per_s"] / theirs["completions_per_s"], 3),
-        "peak_memory_ratio": round(ours[memory_key(args)] / theirs[memory_key(args)], 3),
-        "completions_per_cpu_s_ratio": round(ours["completions_per_cpu_s"] / theirs["completions_per_cpu_s"], 3),
-        **({"versus": theirs["version"]} if theirs["version"].startswith("tagfer") else {"trl_version": theirs["version"]}),
-        "generation_fraction": {ours["version"]: round(ours["generation_fraction"], 3), theirs["version"]: round(theirs["generation_fraction"], 3)},
-    }))
+    print(
+        json.dumps(
+            {
+                "completions_per_s_ratio": round(ours["completions_per_s"] / theirs["completions_per_s"], 3),
+                "peak_memory_ratio": round(ours[memory_key(args)] / theirs[memory_key(args)], 3),
+                "completions_per_cpu_s_ratio": round(ours["completions_per_cpu_s"] / theirs["completions_per_cpu_s"], 3),
+                **({"versus": theirs["version"]} if theirs["version"].startswith("tagfer") else {"trl_version": theirs["version"]}),
+                "generation_fraction": {
+                    ours["version"]: round(ours["generation_fraction"], 3),
+                    theirs["version"]: round(theirs["generation_fraction"], 3),
+                },
+            }
+        )
+    )
 
 
 #: Our side with one lever changed (``--levers``): label → changes to the arguments.

@@ -68,14 +68,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rl-steps", type=int, default=180)
     parser.add_argument("--baseline-epochs", type=int, default=5, help="0: no vision-only baseline")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="repeat the study over these seeds (intervals over pooled faces)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="repeat the study over these seeds (intervals over pooled faces)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="seeds studied at a time (with --seeds; one process each)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (with --seeds)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that every stage runs")
     parser.add_argument("--results", action="store_true", help="append the table to benchmarks/RESULTS.md")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every stage (repeatable)"
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every stage (repeatable)")
     args = parser.parse_args(argv)
     if args.quick:
         args.train, args.test, args.sft_epochs, args.rl_steps, args.baseline_epochs = 64, 32, 1, 2, 1
@@ -134,7 +134,9 @@ def run(args) -> dict[str, dict]:
     exports: dict[str, Path] = {}
 
     start = time.perf_counter()
-    exports["sft"] = run_sft(stage(cfg, "sft", out / "sft", trainer={"max_epochs": args.sft_epochs, "max_steps": -1}), build_traces=build_traces)
+    exports["sft"] = run_sft(
+        stage(cfg, "sft", out / "sft", trainer={"max_epochs": args.sft_epochs, "max_steps": -1}), build_traces=build_traces
+    )
     timings["sft"] = time.perf_counter() - start
     for variant, rewards in VARIANTS.items():
         if rewards is None:

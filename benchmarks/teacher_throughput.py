@@ -76,7 +76,9 @@ def main() -> None:
     parser.add_argument("--model", default="")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--vllm-python", default=str(SRC.parent / ".venv-vllm" / "bin" / "python"))
-    parser.add_argument("--vllm-arg", action="append", default=None, help="server argument (repeat); default --dtype float32 --max-model-len 2048")
+    parser.add_argument(
+        "--vllm-arg", action="append", default=None, help="server argument (repeat); default --dtype float32 --max-model-len 2048"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the hf side (0: torch's default)")
     args = parser.parse_args()
@@ -90,7 +92,9 @@ def main() -> None:
         from tagfer.models.tiny import build_tiny_model
 
         model_dir = str(Path(tempfile.mkdtemp()) / "tiny-qwen2-vl")
-        build_tiny_model(ModelConfig(name_or_path=model_dir, build_tiny=True, tiny=TinyModelConfig(hidden_size=128, intermediate_size=256)), model_dir)
+        build_tiny_model(
+            ModelConfig(name_or_path=model_dir, build_tiny=True, tiny=TinyModelConfig(hidden_size=128, intermediate_size=256)), model_dir
+        )
     samples = teacher_samples(args.samples)
     options = TeacherOptions(teacher=model_dir, max_format_retries=1, max_label_retries=1, batch_size=args.batch)
 

@@ -19,4 +19,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def configs_dir() -> Path:
     return CONFIGS
 
+
 from fixtures_models import tiny_qwen2_5_vl_dir, tiny_qwen2_vl_dir  # noqa: E402,F401  (tagfer.models fixtures)

@@ -47,9 +47,15 @@ def write_image(path: Path, pixels: np.ndarray) -> Path:
 # ------------------------------------------------------------------------------------------- RAF-DB
 #: (image name, RAF-DB label code 1..7): 6 train, 3 test.
 RAFDB_ROWS: tuple[tuple[str, int], ...] = (
-    ("train_00001.jpg", 5), ("train_00002.jpg", 4), ("train_00003.jpg", 4),
-    ("train_00004.jpg", 1), ("train_00005.jpg", 7), ("train_00006.jpg", 6),
-    ("test_0001.jpg", 4), ("test_0002.jpg", 2), ("test_0003.jpg", 3),
+    ("train_00001.jpg", 5),
+    ("train_00002.jpg", 4),
+    ("train_00003.jpg", 4),
+    ("train_00004.jpg", 1),
+    ("train_00005.jpg", 7),
+    ("train_00006.jpg", 6),
+    ("test_0001.jpg", 4),
+    ("test_0002.jpg", 2),
+    ("test_0003.jpg", 3),
 )
 
 

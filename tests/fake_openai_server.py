@@ -97,7 +97,18 @@ def main() -> None:
             if number <= args.drop_first + args.fail_first:
                 self._send(args.fail_status, {"error": f"injected {args.fail_status}"})
                 return
-            fields = ("model", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "min_p", "n", "logprobs", "top_logprobs")
+            fields = (
+                "model",
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "top_k",
+                "repetition_penalty",
+                "min_p",
+                "n",
+                "logprobs",
+                "top_logprobs",
+            )
             fields += ("return_token_ids", "return_tokens_as_token_ids", "logit_bias")
             sampling = {k: request.get(k) for k in fields}
             with lock:

@@ -39,8 +39,27 @@ def spec_for(root, split="train", **kw) -> DatasetSpec:
 
 def test_build_and_show_round_trip(synthetic_root, tmp_path, capsys):
     out = tmp_path / "cache"
-    argv = ["au-cache", "build", "--dataset", "synthetic", "--root", str(synthetic_root), "--split", "train",
-            "--num-samples", str(N), "--detector", "synthetic", "--box-mode", "au", "--out", str(out), "--shard-size", "5", "--no-progress"]
+    argv = [
+        "au-cache",
+        "build",
+        "--dataset",
+        "synthetic",
+        "--root",
+        str(synthetic_root),
+        "--split",
+        "train",
+        "--num-samples",
+        str(N),
+        "--detector",
+        "synthetic",
+        "--box-mode",
+        "au",
+        "--out",
+        str(out),
+        "--shard-size",
+        "5",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     capsys.readouterr()
     records = {r.id: r for r in read_dataset(spec_for(synthetic_root)).records}
@@ -79,10 +98,14 @@ def face_records(tmp_path: Path) -> list[FaceRecord]:
         path = tmp_path / f"img{i}.png"
         cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (120, 120, 3), dtype=np.uint8))
         landmarks = None if aus is None else to_image(deform(aus), 40.0, 0.0, (60, 50))
-        records.append(FaceRecord(id=f"faces/img{i}.png", dataset="affectnet", split="train", label=i, image_path=path, landmarks=landmarks))
+        records.append(
+            FaceRecord(id=f"faces/img{i}.png", dataset="affectnet", split="train", label=i, image_path=path, landmarks=landmarks)
+        )
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"")
-    records.append(FaceRecord(id="faces/broken.jpg", dataset="affectnet", split="train", label=0, image_path=broken, landmarks=records[0].landmarks))
+    records.append(
+        FaceRecord(id="faces/broken.jpg", dataset="affectnet", split="train", label=0, image_path=broken, landmarks=records[0].landmarks)
+    )
     return records
 
 

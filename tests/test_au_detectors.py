@@ -21,9 +21,48 @@ from tagfer.data.face_geometry import deform, to_image
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGE = np.zeros((200, 240, 3), dtype=np.uint8)
 
-OPENFACE_R = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45"]
+OPENFACE_R = [
+    "AU01",
+    "AU02",
+    "AU04",
+    "AU05",
+    "AU06",
+    "AU07",
+    "AU09",
+    "AU10",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU17",
+    "AU20",
+    "AU23",
+    "AU25",
+    "AU26",
+    "AU45",
+]
 OPENFACE_C = sorted(OPENFACE_R + ["AU28"])
-PYFEAT_AUS_XGB = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43"]
+PYFEAT_AUS_XGB = [
+    "AU01",
+    "AU02",
+    "AU04",
+    "AU05",
+    "AU06",
+    "AU07",
+    "AU09",
+    "AU10",
+    "AU11",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU17",
+    "AU20",
+    "AU23",
+    "AU24",
+    "AU25",
+    "AU26",
+    "AU28",
+    "AU43",
+]
 PYFEAT_AUS_SVM = ["AU01", "AU02", "AU04", "AU06", "AU07", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"]
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
 
@@ -90,7 +129,24 @@ def openface_dir(tmp_path) -> Path:
 
 def test_openface_importer_picks_the_most_confident_face(openface_dir):
     detector = create_detector("openface", external=str(openface_dir))
-    assert detector.au_list == ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
+    assert detector.au_list == (
+        "AU1",
+        "AU2",
+        "AU4",
+        "AU5",
+        "AU6",
+        "AU7",
+        "AU9",
+        "AU10",
+        "AU12",
+        "AU14",
+        "AU15",
+        "AU17",
+        "AU20",
+        "AU23",
+        "AU25",
+        "AU26",
+    )
     evidence = detector.detect(IMAGE, record("Image/aligned/train_00001_aligned.jpg"))
     assert evidence.face_found and evidence.face_score == pytest.approx(0.98)
     np.testing.assert_allclose(evidence.landmarks, face_points((150, 100), 60, {"AU12": 1.0}), atol=1e-3)
@@ -170,9 +226,19 @@ def pyfeat_csv(tmp_path) -> Path:
     near, far = face_points((60, 60), 30), face_points((150, 100), 60)
     rows = [
         {"": 0, **pyfeat_values(near, (30, 30, 60, 70), 0.91, {"AU12": 0.2, "AU04": 0.9}, "/data/raf/Image/aligned/test_0001_aligned.jpg")},
-        {"": 1, **pyfeat_values(far, (90, 40, 120, 130), 0.99, {"AU12": 0.8, "AU04": 0.1, "AU43": 0.7}, "/data/raf/Image/aligned/test_0001_aligned.jpg")},
+        {
+            "": 1,
+            **pyfeat_values(
+                far, (90, 40, 120, 130), 0.99, {"AU12": 0.8, "AU04": 0.1, "AU43": 0.7}, "/data/raf/Image/aligned/test_0001_aligned.jpg"
+            ),
+        },
         # an image without a face: py-feat writes one row of NaNs
-        {"": 2, **{k: "nan" for k in header if k not in ("", "input", "frame")}, "input": "/data/raf/Image/aligned/test_0002_aligned.jpg", "frame": 0},
+        {
+            "": 2,
+            **{k: "nan" for k in header if k not in ("", "input", "frame")},
+            "input": "/data/raf/Image/aligned/test_0002_aligned.jpg",
+            "frame": 0,
+        },
         # same file name in two folders: matched by the longer path
         {"": 3, **pyfeat_values(far, (90, 40, 120, 130), 0.95, {"AU12": 0.3}, "C:\\faces\\a\\img.png")},
         {"": 4, **pyfeat_values(far, (90, 40, 120, 130), 0.95, {"AU12": 0.6}, "C:\\faces\\b\\img.png")},
@@ -184,7 +250,25 @@ def pyfeat_csv(tmp_path) -> Path:
 
 def test_pyfeat_importer_best_face_box_and_aus(pyfeat_csv):
     detector = create_detector("pyfeat", external=str(pyfeat_csv))
-    assert detector.au_list == ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26")
+    assert detector.au_list == (
+        "AU1",
+        "AU2",
+        "AU4",
+        "AU5",
+        "AU6",
+        "AU7",
+        "AU9",
+        "AU10",
+        "AU12",
+        "AU14",
+        "AU15",
+        "AU17",
+        "AU20",
+        "AU23",
+        "AU24",
+        "AU25",
+        "AU26",
+    )
     evidence = detector.detect(IMAGE, record("Image/aligned/test_0001_aligned.jpg"))
     assert evidence.face_found and evidence.face_score == pytest.approx(0.99)
     assert evidence.face_box == pytest.approx((90, 40, 210, 170))
@@ -206,7 +290,9 @@ def test_pyfeat_no_face_unmatched_and_path_disambiguation(pyfeat_csv):
 
 def test_pyfeat_older_layout_frame_first_svm_aus(tmp_path):
     header = ["frame", "FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight", "FaceScore"]
-    header += [f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)] + PYFEAT_AUS_SVM + ["Pitch", "Roll", "Yaw"] + EMOTIONS + ["input"]
+    header += (
+        [f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)] + PYFEAT_AUS_SVM + ["Pitch", "Roll", "Yaw"] + EMOTIONS + ["input"]
+    )
     path = tmp_path / "old.csv"
     path.write_text(pyfeat_rows(header, [pyfeat_values(face_points(), (60, 40, 120, 120), 0.97, {"AU06": 0.7}, "F:\\x\\face.jpg", 0.0)]))
     detector = create_detector("pyfeat", external=str(tmp_path))
@@ -230,7 +316,9 @@ def test_name_matcher_prefers_path_suffix_and_strips_extensions():
 # ------------------------------------------------------------------------------ landmarks / synthetic
 def test_synthetic_truth_passes_the_generator_annotations():
     points = face_points(aus={"AU12": 0.8})
-    rec = record("train/images/000001.png", landmarks=points, face_box=(10, 10, 200, 190), extra={"au_intensity": {"AU12": 0.8, "AU6": 0.4}})
+    rec = record(
+        "train/images/000001.png", landmarks=points, face_box=(10, 10, 200, 190), extra={"au_intensity": {"AU12": 0.8, "AU6": 0.4}}
+    )
     evidence = create_detector("synthetic", box_mode="au").detect(IMAGE, rec)
     assert evidence.au_prob["AU12"] == pytest.approx(0.8) and evidence.au_prob["AU6"] == pytest.approx(0.4)
     assert evidence.au_prob["AU4"] == 0.0 and set(evidence.au_prob) == set(AU_LIST)

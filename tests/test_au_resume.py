@@ -39,7 +39,9 @@ BUILD = textwrap.dedent(
 
 
 def run_build(root: Path, out: Path, kill_after: int = -1, workers: int = 0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BUILD, str(root), str(out), str(kill_after), str(workers)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", BUILD, str(root), str(out), str(kill_after), str(workers)], capture_output=True, text=True, timeout=300
+    )
 
 
 def cache_files(directory: Path) -> dict[str, bytes]:

@@ -38,8 +38,18 @@ def test_list_entry_overrides_are_checked_like_any_key(configs_dir):
 
 
 def test_sft_overrides_keep_shared_settings_and_drop_the_rl_stage_ones():
-    given = ["data=rafdb", "model.name_or_path=/m", "trainer=node8_fsdp", "rl.beta=0.0", "rl.rewards[0].weight=2",
-             "run_dir=outputs/x", "trainer.max_steps=5", "model.init_from=/e", "eval.batch_size=2", "seed=3"]
+    given = [
+        "data=rafdb",
+        "model.name_or_path=/m",
+        "trainer=node8_fsdp",
+        "rl.beta=0.0",
+        "rl.rewards[0].weight=2",
+        "run_dir=outputs/x",
+        "trainer.max_steps=5",
+        "model.init_from=/e",
+        "eval.batch_size=2",
+        "seed=3",
+    ]
     assert sft_overrides(given) == ["data=rafdb", "model.name_or_path=/m", "trainer=node8_fsdp", "seed=3"]
 
 

@@ -120,9 +120,7 @@ def test_resolved_config_is_saved_and_reloads(tmp_path, configs_dir):
 def test_cli_help_and_unknown_key_exit_code(configs_dir):
     out = subprocess.run([sys.executable, "-m", "tagfer.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "au-cache" in out.stdout and "predict" in out.stdout
-    train_help = subprocess.run(
-        [sys.executable, str(configs_dir.parent / "src" / "train.py"), "--help"], capture_output=True, text=True
-    )
+    train_help = subprocess.run([sys.executable, str(configs_dir.parent / "src" / "train.py"), "--help"], capture_output=True, text=True)
     assert train_help.returncode == 0 and "--config" in train_help.stdout
     bad = subprocess.run(
         [sys.executable, str(configs_dir.parent / "src" / "train.py"), "--config", str(configs_dir / "rl.yaml"), "rl.bta=1"],

@@ -31,7 +31,9 @@ def gradient(width: int, height: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- working size
-@pytest.mark.parametrize("size,max_pixels", [((12000, 9000), 4_194_304), ((20000, 20000), 4_194_304), ((5000, 7), 1000), ((640, 480), 100), ((3, 1), 2)])
+@pytest.mark.parametrize(
+    "size,max_pixels", [((12000, 9000), 4_194_304), ((20000, 20000), 4_194_304), ((5000, 7), 1000), ((640, 480), 100), ((3, 1), 2)]
+)
 def test_working_size_fits_the_ceiling_keeps_the_aspect_and_wastes_little(size, max_pixels):
     width, height = working_size(size, max_pixels)
     assert width * height <= max_pixels
@@ -51,7 +53,9 @@ def test_a_large_jpeg_is_reduced_in_the_decoder_and_reports_its_original_size(tm
     Image.fromarray(gradient(1600, 1200)).save(path, quality=95)
     drafts = []
     original_draft = JpegImagePlugin.JpegImageFile.draft
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda self, mode, size: drafts.append(size) or original_draft(self, mode, size))
+    monkeypatch.setattr(
+        JpegImagePlugin.JpegImageFile, "draft", lambda self, mode, size: drafts.append(size) or original_draft(self, mode, size)
+    )
     decoded = decode_image(record(path), max_pixels=120_000)
     assert drafts == [(400, 300)]
     assert decoded.size == (400, 300) and decoded.original_size == (1600, 1200) and decoded.scale == (4.0, 4.0)
@@ -79,7 +83,7 @@ def test_exif_orientation_gives_the_upright_original_size(tmp_path):
 
 
 def test_16_bit_grey_keeps_its_contrast(tmp_path):
-    values = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21)
+    values = np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21
     path = tmp_path / "deep.png"
     Image.fromarray(values).save(path)
     pixels = load_image(record(path))

@@ -215,8 +215,10 @@ def test_ferplus_label_modes_apply_to_train_only(ferplus_csv, mode, expected):
     train = read_split("ferplus", ferplus_csv, "train", label_mode=mode)
     assert labels(train) == {f"FER2013Train/{k}": v for k, v in expected.items()}
     assert all((r.soft_label is None) == (mode == "majority") for r in train.records)
-    for split, want in (("val", {"FER2013Valid/fer0000006.png": "neutral"}),
-                        ("test", {"FER2013Test/fer0000008.png": "sadness", "FER2013Test/fer0000010.png": "anger"})):
+    for split, want in (
+        ("val", {"FER2013Valid/fer0000006.png": "neutral"}),
+        ("test", {"FER2013Test/fer0000008.png": "sadness", "FER2013Test/fer0000010.png": "anger"}),
+    ):
         result = read_split("ferplus", ferplus_csv, split, label_mode=mode)
         assert labels(result) == want and result.notes["label_mode"] == "majority"
         assert all(r.soft_label is None for r in result.records)
@@ -300,8 +302,9 @@ def test_ferplus_malformed_rows_name_file_and_line(ferplus_csv, tmp_path):
 def test_affectnet_csv_layout(tmp_path, validation_header):
     root = affectnet_csv_tree(tmp_path / "AffectNet", validation_header=validation_header, missing=("101/img_01.jpg",))
     train = read_split("affectnet", root, "train")
-    assert [r.id for r in train.records] == [f"Manually_Annotated_Images/{row.path}" for row in AFFECTNET_TRAIN
-                                             if row.expression < 8 and row.path != "101/img_01.jpg"]
+    assert [r.id for r in train.records] == [
+        f"Manually_Annotated_Images/{row.path}" for row in AFFECTNET_TRAIN if row.expression < 8 and row.path != "101/img_01.jpg"
+    ]
     assert [r.label_name for r in train.records] == ["neutral", "sadness", "surprise", "fear", "disgust", "anger", "contempt", "happiness"]
     assert train.skipped == {"missing_image": 1, "code_8_none": 1, "code_9_uncertain": 1, "code_10_no_face": 1}
     assert train.skipped_examples["missing_image"] == ["Manually_Annotated_Images/101/img_01.jpg (training.csv line 3)"]
@@ -363,8 +366,12 @@ def test_imagefolder_aliases_and_errors(tmp_path):
     (root / "train" / "happy" / "notes.txt").write_text("not an image")
     (root / "train" / "happy" / ".DS_Store").write_text("")
     train = read_split("imagefolder", root, "train")
-    assert labels(train) == {"train/Sad/000.jpg": "sadness", "train/happy/000.jpg": "happiness",
-                             "train/happy/001.png": "happiness", "train/neutral/000.jpg": "neutral"}
+    assert labels(train) == {
+        "train/Sad/000.jpg": "sadness",
+        "train/happy/000.jpg": "happiness",
+        "train/happy/001.png": "happiness",
+        "train/neutral/000.jpg": "neutral",
+    }
     assert train.skipped == {"not_an_image_file": 1}
     assert available_splits("imagefolder", root) == ["train", "test"]
     write_image(root / "test" / "grumpy" / "000.jpg", np.zeros((4, 4, 3), np.uint8))

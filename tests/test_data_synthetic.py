@@ -181,8 +181,14 @@ def test_generation_is_deterministic_and_splits_differ(tmp_path):
     generate_synthetic_dataset(tmp_path / "b", counts, seed=3, image_size=SIZE)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     assert one == {
-        "generator": "tagfer.data.synthetic_faces", "generator_version": GENERATOR_VERSION, "seed": 3,
-        "image_size": SIZE, "pose": "random", "canvas": 1.0, "classes": list(CLASS_NAMES), "splits": counts,
+        "generator": "tagfer.data.synthetic_faces",
+        "generator_version": GENERATOR_VERSION,
+        "seed": 3,
+        "image_size": SIZE,
+        "pose": "random",
+        "canvas": 1.0,
+        "classes": list(CLASS_NAMES),
+        "splits": counts,
     }
     train = (tmp_path / "a" / "train" / "images" / "000000.png").read_bytes()
     assert train != (tmp_path / "a" / "val" / "images" / "000000.png").read_bytes()
@@ -254,8 +260,7 @@ def test_reader_generates_on_first_use(tmp_path):
 
 def test_synthesize_and_summarize_cli(tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["data", "synthesize", "--out", str(out), "--seed", "1",
-            "--train", "8", "--val", "8", "--test", "0", "--image-size", str(SIZE)]
+    args = ["data", "synthesize", "--out", str(out), "--seed", "1", "--train", "8", "--val", "8", "--test", "0", "--image-size", str(SIZE)]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["splits"] == {"train": 8, "val": 8} and printed["seed"] == 1 and printed["root"] == str(out)

@@ -104,7 +104,9 @@ def test_datamodule_serves_synthetic_samples_with_au_maps(tmp_path, configs_dir)
 
 def test_trace_boxes_follow_the_augmentation(tmp_path, configs_dir):
     """A flipped SFT sample gets its trace rewritten with mirrored boxes (identity box space here)."""
-    cfg = _cfg(tmp_path, configs_dir, "data.augment.horizontal_flip=1.0", "data.augment.shift_scale_rotate=0.0", "data.face_crop.source=none")
+    cfg = _cfg(
+        tmp_path, configs_dir, "data.augment.horizontal_flip=1.0", "data.augment.shift_scale_rotate=0.0", "data.face_crop.source=none"
+    )
     dm = FERDataModule(cfg.data, cfg.au, seed=0)
     dm.prepare_data()
     dm.setup("fit")
@@ -276,8 +278,13 @@ def test_rotation_recomputes_au_boxes_from_the_transformed_landmarks(tmp_path, c
 def test_without_rotation_the_au_boxes_are_the_moved_boxes(tmp_path, configs_dir):
     """Flip, scale and shift without rotation keep today's boxes: those albumentations moved."""
     cfg = _cfg(
-        tmp_path, configs_dir, "data.augment.horizontal_flip=1.0", "data.augment.shift_scale_rotate=1.0",
-        "data.augment.max_rotate_deg=0.0", "data.augment.color_jitter=0.0", "data.face_crop.source=none",
+        tmp_path,
+        configs_dir,
+        "data.augment.horizontal_flip=1.0",
+        "data.augment.shift_scale_rotate=1.0",
+        "data.augment.max_rotate_deg=0.0",
+        "data.augment.color_jitter=0.0",
+        "data.face_crop.source=none",
     )
     dm = FERDataModule(cfg.data, cfg.au, seed=0)
     dm.prepare_data()
@@ -302,7 +309,12 @@ def test_template_step_boxes_are_unions_of_the_steps_au_boxes():
         TraceStep("mouth", (), "relaxed", (1.0, 1.0, 2.0, 2.0)),
     )
     trace = render_trace(Trace("A smile.", steps, ("AU6", "AU12", "AU14"), "happiness"))
-    au_box = {"AU12": (20.0, 60.0, 40.0, 70.0), "AU14": (25.0, 55.0, 50.0, 68.0), "AU16": (30.0, 70.0, 45.0, 80.0), "AU26": (28.0, 72.0, 44.0, 90.0)}
+    au_box = {
+        "AU12": (20.0, 60.0, 40.0, 70.0),
+        "AU14": (25.0, 55.0, 50.0, 68.0),
+        "AU16": (30.0, 70.0, 45.0, 80.0),
+        "AU26": (28.0, 72.0, 44.0, 90.0),
+    }
     assert template_step_boxes(trace, au_box) == {
         "__trace_0__": None,
         "__trace_1__": (20.0, 55.0, 50.0, 70.0),

@@ -40,7 +40,11 @@ def test_trainer_group_composes_into_the_strategy(configs_dir, stage, group, ove
         assert tcfg.accelerator == "gpu" and tcfg.precision == "bf16-mixed"
     # the stage's own trainer keys survive the group (sft: max_epochs, rl: max_steps)
     base = load_config(configs_dir / stage)
-    assert (tcfg.max_epochs, tcfg.max_steps, tcfg.log_every_n_steps) == (base.trainer.max_epochs, base.trainer.max_steps, base.trainer.log_every_n_steps)
+    assert (tcfg.max_epochs, tcfg.max_steps, tcfg.log_every_n_steps) == (
+        base.trainer.max_epochs,
+        base.trainer.max_steps,
+        base.trainer.log_every_n_steps,
+    )
 
 
 def test_fsdp_needs_an_explicit_device_count():
@@ -60,9 +64,21 @@ def test_resume_finds_a_sharded_checkpoint_directory(tmp_path):
 
 def torchrun(config: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(REPO / "src" / "train.py"), "--config", str(REPO / "configs" / config), "trainer=cpu2_fsdp",
-               f"run_dir={run_dir}", "trainer.enable_progress_bar=false", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(REPO / "src" / "train.py"),
+        "--config",
+        str(REPO / "configs" / config),
+        "trainer=cpu2_fsdp",
+        f"run_dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+    ]
     return subprocess.run(command, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -89,8 +105,14 @@ def test_torchrun_trains_sft_then_grpo_with_fsdp2_on_two_cpu_processes(tiny_qwen
     assert (tmp_path / "sft" / "export" / "adapter_model.safetensors").is_file()
     rl_train = f"data.train=[{data}, split: train, num_samples: 8}}]"
     rl = torchrun(
-        "rl.yaml", tmp_path / "rl", rl_train, f"model.init_from={tmp_path / 'sft' / 'export'}", "trainer.max_steps=1",
-        "rl.num_generations=2", "rl.max_new_tokens=8", *shared,
+        "rl.yaml",
+        tmp_path / "rl",
+        rl_train,
+        f"model.init_from={tmp_path / 'sft' / 'export'}",
+        "trainer.max_steps=1",
+        "rl.num_generations=2",
+        "rl.max_new_tokens=8",
+        *shared,
     )
     assert rl.returncode == 0, rl.stderr[-4000:]
     assert (tmp_path / "rl" / "export" / "adapter_model.safetensors").is_file()

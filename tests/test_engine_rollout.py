@@ -79,12 +79,16 @@ def fake_engine(server, policy, processor, collate, tmp_path) -> VLLMRollouts:
 def fake_server(tmp_path, entries):
     path = tmp_path / "answers.json"
     path.write_text(json.dumps(entries))
-    return launched_server(ServerSpec(python=sys.executable, model="base", entry=(FAKE,), args=("--answers", str(path)), startup_timeout_s=30, stop_grace_s=5))
+    return launched_server(
+        ServerSpec(python=sys.executable, model="base", entry=(FAKE,), args=("--answers", str(path)), startup_timeout_s=30, stop_grace_s=5)
+    )
 
 
 def sent(server) -> tuple[list[dict], list[dict]]:
     lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
-    return [line for line in lines if "load_lora_adapter" not in line], [line["load_lora_adapter"] for line in lines if "load_lora_adapter" in line]
+    return [line for line in lines if "load_lora_adapter" not in line], [
+        line["load_lora_adapter"] for line in lines if "load_lora_adapter" in line
+    ]
 
 
 def test_engine_rollout_sends_explicit_sampling_and_builds_the_hf_rollout(setup, tmp_path):
@@ -123,7 +127,9 @@ def test_engine_rollout_sends_explicit_sampling_and_builds_the_hf_rollout(setup,
 
 
 def test_engine_answers_are_checked():
-    processor = type("P", (), {"tokenizer": type("T", (), {"pad_token_id": 0})(), "batch_decode": staticmethod(lambda ids, **_: ["" for _ in ids])})()
+    processor = type(
+        "P", (), {"tokenizer": type("T", (), {"pad_token_id": 0})(), "batch_decode": staticmethod(lambda ids, **_: ["" for _ in ids])}
+    )()
     stopped_without_eos = Answer((Completion("", False, (5, 6), (-1.0, -1.0)),), (1, 2))
     with pytest.raises(ValueError, match="stopped without an EOS"):
         engine_completions([stopped_without_eos], processor, [9])
@@ -148,7 +154,9 @@ def test_grpo_pushes_the_adapter_before_the_first_rollout_and_after_each_optimiz
             policy, processor, build_rewards([{"name": "format"}, {"name": "answer"}]), **{**module_settings(rl), "sampling": SAMPLING},
             convention="norm1000", engine=fake_engine(server, policy, processor, collate, tmp_path), importance_sampling_cap=2.0,
         )  # fmt: skip
-        trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = L.Trainer(
+            accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+        )
         trainer.fit(module, loader)
         requests, pushes = sent(server)
     assert len(requests) == 2 and module.global_step == 2
@@ -177,7 +185,9 @@ def test_importance_weights_scale_the_policy_term_not_the_kl():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
     weights = torch.rand(2, 4) * 2
     beta = 0.1
-    loss, _ = grpo_loss(logps, old, ref, advantages, mask, grpo_objective(RLConfig(loss_type="bnpo", beta=beta)), importance_weights=weights)
+    loss, _ = grpo_loss(
+        logps, old, ref, advantages, mask, grpo_objective(RLConfig(loss_type="bnpo", beta=beta)), importance_weights=weights
+    )
     total = 0.0
     for i in range(2):
         for t in range(4):

@@ -118,9 +118,7 @@ def _scripted_completion(number: int, meta: dict, index: int) -> str:
         return "no idea what this face shows"
     active = [au for au, p in meta["au_prob"][index].items() if p >= 0.5][:3]
     far = (1.0, 1.0, 3.0, 3.0)
-    steps = tuple(
-        TraceStep(AU_REGION[au], (au,), "visible change", far if kind == 3 else meta["au_box"][index][au]) for au in active
-    )
+    steps = tuple(TraceStep(AU_REGION[au], (au,), "visible change", far if kind == 3 else meta["au_box"][index][au]) for au in active)
     answer = "contempt" if kind == 1 else label
     return render_trace(Trace("A face.", steps, tuple(active), answer))
 

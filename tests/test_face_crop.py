@@ -164,14 +164,21 @@ def _photo_with_a_small_face(tmp_path) -> tuple[Path, tuple[int, int, int, int]]
 
 
 def _inside(box, region, tolerance=1.0) -> bool:
-    return box[0] >= region[0] - tolerance and box[1] >= region[1] - tolerance and box[2] <= region[2] + tolerance and box[3] <= region[3] + tolerance
+    return (
+        box[0] >= region[0] - tolerance
+        and box[1] >= region[1] - tolerance
+        and box[2] <= region[2] + tolerance
+        and box[3] <= region[3] + tolerance
+    )
 
 
 def test_a_small_face_in_a_large_photo_is_served_as_its_crop_and_maps_back(tmp_path, configs_dir):
     """imagefolder (whole photos) + dlib: the served image is the detector's face ± margin, and every
     served box and landmark maps back onto the cache's original-pixel evidence within a pixel."""
     root, paste = _photo_with_a_small_face(tmp_path)
-    dm = _module(tmp_path, configs_dir, "{name: imagefolder, root: %s, split: test}" % root, "au.detector=builtin", "au.quality.enabled=false")
+    dm = _module(
+        tmp_path, configs_dir, "{name: imagefolder, root: %s, split: test}" % root, "au.detector=builtin", "au.quality.enabled=false"
+    )
     dataset = dm.datasets["test"]
     sample, original = dataset[0], dataset.items[0].evidence
     assert original.face_found and _inside(original.face_box, paste)
@@ -222,8 +229,13 @@ def test_template_traces_are_built_for_the_crop_and_checked_when_served(tmp_path
     traces = tmp_path / "traces.jsonl"
     spec = "{name: synthetic, root: %s, split: train, num_samples: 8, image_size: 192, canvas: 3.0, traces: %s}" % (tmp_path / "s", traces)
     overrides = [
-        f"data.train=[{spec}]", f"data.val=[{spec}]", "data.test=[]", f"au.cache_dir={tmp_path / 'au_cache'}",
-        f"model.name_or_path={tiny_qwen2_vl_dir}", "model.build_tiny=false", "data.augment.enabled=false",
+        f"data.train=[{spec}]",
+        f"data.val=[{spec}]",
+        "data.test=[]",
+        f"au.cache_dir={tmp_path / 'au_cache'}",
+        f"model.name_or_path={tiny_qwen2_vl_dir}",
+        "model.build_tiny=false",
+        "data.augment.enabled=false",
     ]
     cfg = load_config(configs_dir / "sft.yaml", overrides)
     dm = FERDataModule(cfg.data, cfg.au, require_traces=True, prepare_traces=lambda: ensure_traces(cfg, build_traces), seed=0)

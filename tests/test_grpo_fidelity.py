@@ -107,7 +107,9 @@ def test_dapo_under_accumulation_normalises_by_the_tokens_of_all_micro_batches(t
     policy, processor = policy_and_processor(tiny_qwen2_vl_dir)
     initial = copy.deepcopy(policy)
     cfg = RLConfig(num_generations=G, max_new_tokens=6, beta=0.0, loss_type="dapo", gradient_accumulation_steps=2)
-    module = GRPOModule(policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000", gradient_clip_val=None)
+    module = GRPOModule(
+        policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000", gradient_clip_val=None
+    )
     module.score = lambda batch: fixed_scores(len(batch))
     module.configure_optimizers = lambda: {
         "optimizer": (sgd := torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=1.0)),

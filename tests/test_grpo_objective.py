@@ -387,10 +387,7 @@ def test_token_logprobs_match_log_softmax(temperature):
     grad = logits.grad.clone()
     logits.grad = None
     expected = torch.stack(
-        [
-            torch.stack([torch.log_softmax(logits[n, t] / temperature, -1)[ids[n, t]] for t in range(5)])
-            for n in range(3)
-        ]
+        [torch.stack([torch.log_softmax(logits[n, t] / temperature, -1)[ids[n, t]] for t in range(5)]) for n in range(3)]
     )
     expected.sum().backward()
     torch.testing.assert_close(got, expected)

@@ -28,8 +28,17 @@ LAYERS = {
 }
 
 #: au knows no dataset reader: the AU cache is built from records handed to it.
-FORBIDDEN = {"au": ("tagfer.data.readers", "tagfer.data.reader_base", "tagfer.data.rafdb", "tagfer.data.ferplus",
-                    "tagfer.data.affectnet", "tagfer.data.imagefolder", "tagfer.data.synthetic")}
+FORBIDDEN = {
+    "au": (
+        "tagfer.data.readers",
+        "tagfer.data.reader_base",
+        "tagfer.data.rafdb",
+        "tagfer.data.ferplus",
+        "tagfer.data.affectnet",
+        "tagfer.data.imagefolder",
+        "tagfer.data.synthetic",
+    )
+}
 
 
 def module_name(path: Path) -> str:

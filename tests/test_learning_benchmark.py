@@ -61,6 +61,7 @@ def test_seed_tables_pool_faces_and_print_intervals_and_paired_differences(tmp_p
     ]
     expected = bootstrap_scores(concat_tables(written["grpo_tag"]), num_classes, resamples=50)["accuracy"]
     assert f"{expected[0]:.3f} [{expected[1]:.3f}, {expected[2]:.3f}]" in rows[2]
+
     # a finished seed is reused: --seeds over these outputs starts no study
     def no_study(*args, **kwargs):
         raise AssertionError(f"a finished seed was studied again: {args}")

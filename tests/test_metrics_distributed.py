@@ -115,9 +115,7 @@ def test_merged_states_equal_single_process(single_process_result):
 
 def _rank_worker(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size, timeout=timedelta(seconds=60)
-    )
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size, timeout=timedelta(seconds=60))
     try:
         rank_inputs = [shard(v, rank) for v in inputs()]
         synced, local = fresh_metrics(), fresh_metrics(sync_on_compute=False)
@@ -133,9 +131,7 @@ def test_gloo_two_ranks_equal_single_process(tmp_path, single_process_result):
     # never fork pytest itself (a forked child of a process whose thread pools already ran can deadlock):
     # a fresh forkserver imports the heavy modules once, then forks both ranks from it
     mp.get_context("forkserver").set_forkserver_preload(["tagfer.metrics", "torch.distributed"])
-    mp.start_processes(
-        _rank_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True, start_method="forkserver"
-    )
+    mp.start_processes(_rank_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True, start_method="forkserver")
     for rank in range(2):
         results = torch.load(tmp_path / f"rank{rank}.pt")
         assert results["synced"] == pytest.approx(single_process_result, nan_ok=True)

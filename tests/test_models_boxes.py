@@ -91,16 +91,12 @@ def test_vectorised_matches_single_boxes_numpy_and_torch():
         to_model_space_array(np.zeros((3, 3)), (300, 300), (308, 308), "pixels")
 
 
-@pytest.mark.parametrize(
-    "size", [(112, 112), (200, 300), (640, 480), (37, 1000), (1000, 37), (56, 56), (20, 20), (3000, 2000)]
-)
+@pytest.mark.parametrize("size", [(112, 112), (200, 300), (640, 480), (37, 1000), (1000, 37), (56, 56), (20, 20), (3000, 2000)])
 @pytest.mark.parametrize("patch_size, max_pixels", [(14, 112 * 112), (14, 448 * 448), (16, 512 * 512)])
 def test_resize_equals_what_the_processor_produces(size, patch_size, max_pixels):
     """grid_thw × patch size of the real image processor == model_input_size."""
     w, h = size
-    processor = Qwen2VLImageProcessor(
-        size={"shortest_edge": 56 * 56, "longest_edge": max_pixels}, patch_size=patch_size, merge_size=2
-    )
+    processor = Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": max_pixels}, patch_size=patch_size, merge_size=2)
     grid = processor(images=[Image.new("RGB", (w, h))], return_tensors="pt")["image_grid_thw"][0].tolist()
     assert model_input_size(w, h, processor) == (grid[2] * patch_size, grid[1] * patch_size)
     assert num_image_tokens(model_input_size(w, h, processor), processor) == grid[1] * grid[2] // 4

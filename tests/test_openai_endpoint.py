@@ -26,7 +26,9 @@ PROMPTS = [f"prompt {i}" for i in range(5)]
 
 
 def fake_spec(*switches: str, **kwargs) -> ServerSpec:
-    return ServerSpec(python=sys.executable, model="tiny-model", entry=(FAKE,), args=switches, startup_timeout_s=30, stop_grace_s=5, **kwargs)
+    return ServerSpec(
+        python=sys.executable, model="tiny-model", entry=(FAKE,), args=switches, startup_timeout_s=30, stop_grace_s=5, **kwargs
+    )
 
 
 def client(server, *, sleeps: list | None = None, **settings) -> ChatClient:
@@ -74,7 +76,9 @@ def test_launched_server_answers_in_order_on_loopback_with_a_fresh_key_and_is_st
     assert "***" not in " ".join(server_command(fake_spec(), 1, "k"))
 
 
-@pytest.mark.parametrize("switches", [("--fail-first", "2", "--fail-status", "503"), ("--fail-first", "2", "--fail-status", "429"), ("--drop-first", "2")])
+@pytest.mark.parametrize(
+    "switches", [("--fail-first", "2", "--fail-status", "503"), ("--fail-first", "2", "--fail-status", "429"), ("--drop-first", "2")]
+)
 def test_retryable_failures_are_retried_with_backoff(switches):
     sleeps: list[float] = []
     with launched_server(fake_spec(*switches)) as server:
@@ -159,13 +163,23 @@ def test_teacher_endpoint_keeps_verified_traces_with_provenance(tiny_qwen2_vl_di
     from tagfer.reasoning.build import loaded_teacher
     from tagfer.reasoning.teacher import KEPT, TeacherOptions, TeacherSample, run_teacher
 
-    reply = render_trace(Trace("A smile.", (TraceStep("lip corners", ("AU12",), "lip corners pulled up", (4, 5, 30, 20)),), ("AU12",), "happiness"))
+    reply = render_trace(
+        Trace("A smile.", (TraceStep("lip corners", ("AU12",), "lip corners pulled up", (4, 5, 30, 20)),), ("AU12",), "happiness")
+    )
     with launched_server(fake_spec("--reply", reply)) as server:
         monkeypatch.setenv("FAKE_TEACHER_KEY", server.api_key)
         cfg = OmegaConf.structured(TagferConfig)
-        teacher = {"endpoint": server.base_url, "model": "big-teacher", "name_or_path": str(tiny_qwen2_vl_dir), "api_key_env": "FAKE_TEACHER_KEY"}
+        teacher = {
+            "endpoint": server.base_url,
+            "model": "big-teacher",
+            "name_or_path": str(tiny_qwen2_vl_dir),
+            "api_key_env": "FAKE_TEACHER_KEY",
+        }
         cfg = OmegaConf.merge(cfg, {"traces": {"teacher": teacher | {"temperature": 0.6, "max_new_tokens": 99}}})
-        samples = [TeacherSample(str(i), IMAGES[i], label, {"AU12": 0.9}, {"AU12": (1, 2, 30, 40)}) for i, label in enumerate(["happiness", "sadness"])]
+        samples = [
+            TeacherSample(str(i), IMAGES[i], label, {"AU12": 0.9}, {"AU12": (1, 2, 30, 40)})
+            for i, label in enumerate(["happiness", "sadness"])
+        ]
         with loaded_teacher(cfg) as (generate, space, name):
             outcomes = {o.sample.id: o for o in run_teacher(samples, generate, TeacherOptions(teacher=name, max_label_retries=1))}
         sent = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]

@@ -109,7 +109,9 @@ def test_predict_maps_model_boxes_to_pixels(tiny_qwen2_vl_dir, tmp_path, images)
     )
     engine.predict = lambda inputs, max_new_tokens: [Prediction.from_completion(text)] * inputs["input_ids"].shape[0]
     whole = FaceCrop(source="none")  # the model sees the whole image (tests/test_face_crop.py: with the crop)
-    (result,) = predict_images(engine, create_detector("builtin"), [str(images["synthetic"])], out_dir=tmp_path, max_new_tokens=4, crop=whole)
+    (result,) = predict_images(
+        engine, create_detector("builtin"), [str(images["synthetic"])], out_dir=tmp_path, max_new_tokens=4, crop=whole
+    )
     assert result.prediction.answer == "happiness" and result.prediction.valid and result.crop_box is None
     (step,) = result.steps
     assert step["box_pixels"] == pytest.approx((40.0, 80.0, 120.0, 160.0))  # 160-px image, norm1000 → pixels

@@ -95,5 +95,7 @@ def test_a_documented_command_parses_and_validates(command, tmp_path, monkeypatc
     captured = capsys.readouterr()
     assert code == 0, f"README command failed its dry run (exit {code}): {command}\n{captured.err[-3000:]}"
     assert captured.out.startswith("dry run: "), f"{command}: no dry-run report\n{captured.out[-2000:]}"
-    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not IMAGE_NAME.match(p.name) and p.name not in ("configs", "src"))
+    written = sorted(
+        str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not IMAGE_NAME.match(p.name) and p.name not in ("configs", "src")
+    )
     assert not written, f"the dry run of {command!r} wrote {written}"

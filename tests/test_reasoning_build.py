@@ -183,7 +183,9 @@ def test_teacher_to_student_keeps_content_and_think_tags() -> None:
     from tagfer.reasoning.build import _Sample
 
     sample = _Sample(record=None, evidence=None, orig_size=SIZE)
-    text = render_trace(Trace("A smile.", (TraceStep("mouth", ("AU25",), "lips apart", (10.0, 20.0, 60.0, 70.0)),), ("AU25",), "happiness"), think_tags=True)
+    text = render_trace(
+        Trace("A smile.", (TraceStep("mouth", ("AU25",), "lips apart", (10.0, 20.0, 60.0, 70.0)),), ("AU25",), "happiness"), think_tags=True
+    )
     moved = parse_trace(teacher_to_student(text, sample, TEACHER, TEACHER, True), require_think=True)
     assert moved.valid and moved.steps[0].box == (10.0, 20.0, 60.0, 70.0) and moved.steps[0].observation == "lips apart"
 
@@ -213,11 +215,20 @@ def test_traces_build_command_end_to_end_on_synthetic_faces(tmp_path, tiny_qwen2
     def run(source: str, traces: str, limit: int) -> int:
         return main(
             [
-                "traces", "build", "--source", source, "--config", str(configs_dir / "sft.yaml"),
+                "traces",
+                "build",
+                "--source",
+                source,
+                "--config",
+                str(configs_dir / "sft.yaml"),
                 f"data.train=[{{name: synthetic, root: {tmp_path}/data, split: train, num_samples: 16, limit: {limit}, traces: {tmp_path}/{traces}}}]",
-                f"au.cache_dir={tmp_path}/au", f"model.name_or_path={tiny_qwen2_vl_dir}", "model.build_tiny=false",
-                f"traces.teacher.name_or_path={tiny_qwen2_vl_dir}", "traces.teacher.max_new_tokens=8",
-                "traces.teacher.max_format_retries=1", "traces.teacher.max_label_retries=0",
+                f"au.cache_dir={tmp_path}/au",
+                f"model.name_or_path={tiny_qwen2_vl_dir}",
+                "model.build_tiny=false",
+                f"traces.teacher.name_or_path={tiny_qwen2_vl_dir}",
+                "traces.teacher.max_new_tokens=8",
+                "traces.teacher.max_format_retries=1",
+                "traces.teacher.max_label_retries=0",
             ]
         )
 
@@ -244,7 +255,9 @@ def test_a_file_is_not_resumed_with_other_settings(tmp_path, dataset) -> None:
         build(tmp_path, records, FakeCache(evidence), config(tmp_path, think_tags=True), source="template")
     with pytest.raises(ConfigError, match="'convention': 'norm1000'.*'convention': 'pixels'"):
         spec = config(tmp_path).data.train[0]
-        build_trace_file(spec, tmp_path / "t.jsonl", records, FakeCache(evidence), config(tmp_path), source="template", student=TEACHER, progress=False)
+        build_trace_file(
+            spec, tmp_path / "t.jsonl", records, FakeCache(evidence), config(tmp_path), source="template", student=TEACHER, progress=False
+        )
 
 
 def test_images_that_no_longer_decode_are_rejected_with_their_reason(tmp_path, dataset) -> None:
@@ -258,7 +271,10 @@ def test_images_that_no_longer_decode_are_rejected_with_their_reason(tmp_path, d
     Image.fromarray(np.zeros((SIZE[1], SIZE[0], 3), np.uint8)).save(tmp_path / "full.png")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes((tmp_path / "full.png").read_bytes()[:60])
-    broken = [FaceRecord(id=f"img/{name}", dataset="synthetic", split="train", label=CLASS_INDEX["happiness"], image_path=path) for name, path in (("text.png", text), ("truncated.png", truncated))]
+    broken = [
+        FaceRecord(id=f"img/{name}", dataset="synthetic", split="train", label=CLASS_INDEX["happiness"], image_path=path)
+        for name, path in (("text.png", text), ("truncated.png", truncated))
+    ]
     evidence.update({r.id: evidence["img/000.png"] for r in broken})
 
     def generate(images, prompts):

@@ -49,8 +49,17 @@ def test_all_phrases_is_unique_ordered_and_its_traces_parse() -> None:
 
 @pytest.mark.parametrize(
     ("p", "threshold", "level"),
-    [(0.5, 0.5, "weak"), (0.2, 0.5, "weak"), (0.6666, 0.5, "weak"), (0.6667, 0.5, "clear"), (0.8333, 0.5, "clear"),
-     (0.8334, 0.5, "strong"), (1.0, 0.5, "strong"), (0.4, 0.1, "clear"), (0.0, 0.0, "weak")],
+    [
+        (0.5, 0.5, "weak"),
+        (0.2, 0.5, "weak"),
+        (0.6666, 0.5, "weak"),
+        (0.6667, 0.5, "clear"),
+        (0.8333, 0.5, "clear"),
+        (0.8334, 0.5, "strong"),
+        (1.0, 0.5, "strong"),
+        (0.4, 0.1, "clear"),
+        (0.0, 0.0, "weak"),
+    ],
 )
 def test_intensity_bins_split_the_active_range_in_thirds(p, threshold, level) -> None:
     assert intensity_level(p, threshold) == level

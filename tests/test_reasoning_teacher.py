@@ -16,7 +16,9 @@ from tagfer.reasoning.teacher import (
 
 
 def answer_trace(label: str, think: bool = False, arrow: str = "→") -> str:
-    text = render_trace(Trace("A look.", (TraceStep("mouth", ("AU25",), "lips parted", (1.0, 2.0, 30.0, 40.0)),), ("AU25",), label), think_tags=think)
+    text = render_trace(
+        Trace("A look.", (TraceStep("mouth", ("AU25",), "lips parted", (1.0, 2.0, 30.0, 40.0)),), ("AU25",), label), think_tags=think
+    )
     return text.replace("→", arrow)
 
 

@@ -141,7 +141,11 @@ def test_boxes_go_through_the_mapper_then_become_integers() -> None:
 
 @pytest.mark.parametrize(
     ("box", "expected"),
-    [((1.4, 2.6, 10.5, 20.49), (1.0, 3.0, 10.0, 20.0)), ((-3.0, -1.0, 0.2, 0.4), (0.0, 0.0, 1.0, 1.0)), ((5.0, 5.0, 5.2, 5.1), (5.0, 5.0, 6.0, 6.0))],
+    [
+        ((1.4, 2.6, 10.5, 20.49), (1.0, 3.0, 10.0, 20.0)),
+        ((-3.0, -1.0, 0.2, 0.4), (0.0, 0.0, 1.0, 1.0)),
+        ((5.0, 5.0, 5.2, 5.1), (5.0, 5.0, 6.0, 6.0)),
+    ],
 )
 def test_integer_box(box, expected) -> None:
     assert integer_box(box) == expected
@@ -181,13 +185,23 @@ def test_bad_options_are_rejected(options) -> None:
 PROBS = st.dictionaries(st.sampled_from(AU_LIST + ("AU43",)), st.floats(0.0, 1.0), max_size=10)
 
 
-@given(probs=PROBS, label=st.sampled_from(CLASS_NAMES), mode=st.sampled_from(["region", "au"]),
-       policy=st.sampled_from(["inspect", "weak"]), k=st.integers(1, 6), think=st.booleans(), seed=st.integers(0, 99))
+@given(
+    probs=PROBS,
+    label=st.sampled_from(CLASS_NAMES),
+    mode=st.sampled_from(["region", "au"]),
+    policy=st.sampled_from(["inspect", "weak"]),
+    k=st.integers(1, 6),
+    think=st.booleans(),
+    seed=st.integers(0, 99),
+)
 @settings(max_examples=150, deadline=None)
 def test_every_template_trace_is_valid_and_grounded_in_the_evidence(probs, label, mode, policy, k, think, seed) -> None:
     ev = evidence(probs)
     built = build_template_trace(
-        ev, label, sample_rng(seed, "k"), identity,
+        ev,
+        label,
+        sample_rng(seed, "k"),
+        identity,
         TemplateOptions(top_k=k, box_mode=mode, missing_prior=policy, think_tags=think),
     )
     parsed = parse_trace(built.text, require_think=think)

@@ -17,7 +17,9 @@ from tagfer.data.trace_file import (
 
 
 def record(sample_id: str, label: str = "happiness", **changes) -> dict:
-    trace = render_trace(Trace("Smiling.", (TraceStep("lip corners", ("AU12",), "lip corners pulled up", (3.0, 4.0, 50.0, 60.0)),), ("AU12",), label))
+    trace = render_trace(
+        Trace("Smiling.", (TraceStep("lip corners", ("AU12",), "lip corners pulled up", (3.0, 4.0, 50.0, 60.0)),), ("AU12",), label)
+    )
     data = {
         "id": sample_id,
         "dataset": "synthetic",

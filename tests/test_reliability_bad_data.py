@@ -124,7 +124,10 @@ def test_duplicated_ids_keep_the_last_row_counted_or_fail_under_strict(rafdb, tm
 
 def test_listed_images_missing_on_disk_are_listed(rafdb, tmp_path):
     image(rafdb, "train_00004.jpg").unlink()
-    with pytest.raises(DatasetLayoutError, match=r"1 image\(s\) listed in .*list_patition_label\.txt are missing, e\.g\. \['Image/aligned/train_00004_aligned\.jpg \(line 4\)'\]"):
+    with pytest.raises(
+        DatasetLayoutError,
+        match=r"1 image\(s\) listed in .*list_patition_label\.txt are missing, e\.g\. \['Image/aligned/train_00004_aligned\.jpg \(line 4\)'\]",
+    ):
         setup(rafdb, tmp_path)
 
 

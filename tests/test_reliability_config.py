@@ -42,7 +42,10 @@ def config(configs_dir, tmp_path, name="sft.yaml", *overrides):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["data.val=[{name: rafdb, root: /nonexistent/basic, split: test}]"], r"data\.val\[0\]\.root='/nonexistent/basic' does not exist; expected <root>/EmoLabel"),
+        (
+            ["data.val=[{name: rafdb, root: /nonexistent/basic, split: test}]"],
+            r"data\.val\[0\]\.root='/nonexistent/basic' does not exist; expected <root>/EmoLabel",
+        ),
         (["model.build_tiny=false"], r"model\.name_or_path=.*does not exist; copy the checkpoint there, or set model\.build_tiny=true"),
         (["model.init_from=/nonexistent/export"], r"model\.init_from='/nonexistent/export' does not exist"),
         (["trainer.resume=/nonexistent/last.ckpt"], r"trainer\.resume='/nonexistent/last\.ckpt': no such checkpoint; use 'auto'"),
@@ -64,11 +67,17 @@ def test_rl_without_init_from_and_every_problem_at_once(configs_dir, tmp_path):
 
 def test_au_cache_of_another_detector_is_refused_with_the_rebuild_command(configs_dir, tmp_path):
     """The default cache directory is per detector; a spec's explicit ``au_cache`` can point at another's."""
-    shared = "data.train=[{name: synthetic, root: %s, split: train, num_samples: 4, au_cache: %s}]" % (tmp_path / "faces", tmp_path / "cache")
+    shared = "data.train=[{name: synthetic, root: %s, split: train, num_samples: 4, au_cache: %s}]" % (
+        tmp_path / "faces",
+        tmp_path / "cache",
+    )
     cfg = config(configs_dir, tmp_path, "sft.yaml", shared)
     SplitReader(cfg.au, progress=False).au_cache(cfg.data.train[0])  # built by the synthetic ground-truth detector
     other = config(configs_dir, tmp_path, "sft.yaml", shared, "au.detector=dataset_landmarks")
-    with pytest.raises(ConfigError, match=r"built by detector 'synthetic'.*asks for 'dataset_landmarks'[\s\S]*tagfer au-cache build .*--detector dataset_landmarks"):
+    with pytest.raises(
+        ConfigError,
+        match=r"built by detector 'synthetic'.*asks for 'dataset_landmarks'[\s\S]*tagfer au-cache build .*--detector dataset_landmarks",
+    ):
         preflight(other)
     boxes = config(configs_dir, tmp_path, "sft.yaml", shared, "au.box_mode=au")
     with pytest.raises(ConfigError, match=r"box_mode 'region' but the configuration asks for 'au'"):
@@ -105,7 +114,9 @@ def test_a_checkpoint_of_another_model_configuration_or_stage_is_refused(tiny_qw
     check_resume(path, r8, run_signature(cfg))  # the same configuration resumes
 
     r16_cfg = config(configs_dir, tmp_path, "sft.yaml", f"model.name_or_path={tiny_qwen2_vl_dir}", "model.finetune=lora", "model.lora.r=16")
-    with pytest.raises(ResumeMismatchError, match=r"model\.lora\.r: checkpoint 8, this config 16[\s\S]*with other shapes[\s\S]*trainer\.resume=null"):
+    with pytest.raises(
+        ResumeMismatchError, match=r"model\.lora\.r: checkpoint 8, this config 16[\s\S]*with other shapes[\s\S]*trainer\.resume=null"
+    ):
         check_resume(path, sft_module(tiny_qwen2_vl_dir, 16), run_signature(r16_cfg))
 
     rl_signature = {**run_signature(cfg), "stage": "rl"}

@@ -55,7 +55,14 @@ WORDS = [
     "😀", "Ä", "ﬀ", "happy", "happiness", "sad or happy", "HAPPY!!", "Neutral.", "contempt", "anger", "", "\\boxed{fear}",
 ]  # fmt: skip
 POOL = TAGS + WORDS + list(REGIONS) + list(AU_LIST) + list(CLASS_NAMES) + NUMBER_POOL
-BOX_FORMS = [("<bbox>[", "]</bbox>"), ("<bbox>", "</bbox>"), ("<bbox>[", ""), ("[", "]"), ("<bbox>[[", "]]</bbox>"), ("<bbox>[", "]</bbox></bbox>")]
+BOX_FORMS = [
+    ("<bbox>[", "]</bbox>"),
+    ("<bbox>", "</bbox>"),
+    ("<bbox>[", ""),
+    ("[", "]"),
+    ("<bbox>[[", "]]</bbox>"),
+    ("<bbox>[", "]</bbox></bbox>"),
+]
 AU_LISTS = ["AU25", "none", "", "AU99", "AU-4", "au4, AU4", "AU٤", "AU1, AU2, AU4, AU5", "AU12,,AU6", "AU6 + AU12", "AU6, AU6"]
 MANY_UNITS = [
     "<bbox>[1,2,3,4]</bbox>",
@@ -96,7 +103,9 @@ def _steps(rng: random.Random) -> str:
     for _ in range(rng.randint(0, 8)):
         region = rng.choice(list(REGIONS) + ["", "eyes (AU6)", "x" * 70, _unicode(rng, 5)])
         arrow = rng.choice(["→", "->", "→→", "", "- >"])
-        box = _box(rng) if rng.random() < 0.6 else rng.choice(["<bbox>[10,20,30,40]</bbox>", "<bbox>[]</bbox>", "<bbox>[30,40,10,20]</bbox>"])
+        box = (
+            _box(rng) if rng.random() < 0.6 else rng.choice(["<bbox>[10,20,30,40]</bbox>", "<bbox>[]</bbox>", "<bbox>[30,40,10,20]</bbox>"])
+        )
         lines.append(f"Inspect {region} ({rng.choice(AU_LISTS)}) {arrow} {_fragment(rng)} {arrow} {box}")
     return "\n".join(lines)
 

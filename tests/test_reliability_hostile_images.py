@@ -69,8 +69,24 @@ SKIPPED = {
 
 def build(root: Path, out: Path, *extra: str) -> int:
     return main(
-        ["au-cache", "build", "--dataset", "imagefolder", "--root", str(root), "--split", "test", "--detector", "builtin",
-         "--out", str(out), "--detect-max-pixels", str(MAX_PIXELS), "--no-progress", *extra]
+        [
+            "au-cache",
+            "build",
+            "--dataset",
+            "imagefolder",
+            "--root",
+            str(root),
+            "--split",
+            "test",
+            "--detector",
+            "builtin",
+            "--out",
+            str(out),
+            "--detect-max-pixels",
+            str(MAX_PIXELS),
+            "--no-progress",
+            *extra,
+        ]
     )
 
 

@@ -166,8 +166,12 @@ HACKS = {
         [("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12",), (30, 70, 70, 80)), ("inner brow", ("AU4",), (30, 10, 70, 30))]
     ),
     "every AU cited": trace(
-        [("cheeks", ("AU6",), (20, 40, 80, 60)), ("lip corners", ("AU12", "AU14", "AU15", "AU20"), (30, 70, 70, 80)),
-         ("inner brow", ("AU1", "AU4"), (30, 10, 70, 30)), ("mouth", ("AU16", "AU23", "AU24", "AU25", "AU26"), (30, 70, 70, 90))]
+        [
+            ("cheeks", ("AU6",), (20, 40, 80, 60)),
+            ("lip corners", ("AU12", "AU14", "AU15", "AU20"), (30, 70, 70, 80)),
+            ("inner brow", ("AU1", "AU4"), (30, 10, 70, 30)),
+            ("mouth", ("AU16", "AU23", "AU24", "AU25", "AU26"), (30, 70, 70, 90)),
+        ]
     ),  # fmt: skip
     "step without box": HONEST.replace("<bbox>[30,70,70,80]</bbox>", "<bbox>[]</bbox>"),
     "no boxes at all": HONEST.replace("<bbox>[30,70,70,80]</bbox>", "<bbox>[]</bbox>").replace(
@@ -257,6 +261,7 @@ def test_dropping_a_correct_citation_never_raises_the_default_grounding_reward(d
         exact = au in active and data.draw(st.booleans())
         steps.append(("cheeks", (au,), boxes[au] if exact else data.draw(_BOXES)))
     grounding = build_reward({"name": "au_grounding"})
+
     def data_batch(text: str) -> GRPOBatch:
         return GRPOBatch.of([text], au_prob=[au_prob], au_box=[boxes])
 
@@ -355,7 +360,9 @@ def test_batch_keeps_label_ids_and_names_apart_and_repeats_each_sample_per_group
 
 
 def test_build_rewards_from_the_rl_config(configs_dir):
-    cfg = load_config(configs_dir / "rl.yaml", ["rl.rewards=[{name: au_grounding, weight: 2.0, params: {normalize: max, recall_weight: 0.25}}]"])
+    cfg = load_config(
+        configs_dir / "rl.yaml", ["rl.rewards=[{name: au_grounding, weight: 2.0, params: {normalize: max, recall_weight: 0.25}}]"]
+    )
     (grounding,) = build_rewards(cfg.rl.rewards)
     assert (grounding.name, grounding.weight, grounding.recall_weight) == ("au_grounding", 2.0, 0.25)
     default = build_rewards(load_config(configs_dir / "rl.yaml").rl.rewards)

@@ -135,13 +135,19 @@ def test_chunked_logprob_passes_give_the_same_update_in_one_process(tiny_qwen2_v
 
     def train(micro_batch: int) -> dict:
         policy, processor, _ = policy_and_batch(tiny_qwen2_vl_dir, "qwen2_vl")
-        cfg = RLConfig(num_generations=G, max_new_tokens=6, logprob_micro_batch=micro_batch, gradient_accumulation_steps=2, loss_type="bnpo")
+        cfg = RLConfig(
+            num_generations=G, max_new_tokens=6, logprob_micro_batch=micro_batch, gradient_accumulation_steps=2, loss_type="bnpo"
+        )
         cfg.optim.lr = 1e-2
         module = GRPOModule(policy, processor, build_rewards(cfg.rewards), **module_settings(cfg), convention="norm1000")
         module.score = lambda batch: torch.arange(len(batch), dtype=torch.float32).reshape(-1, 1).repeat(1, 3) % 2
-        loader = torch.utils.data.DataLoader(face_samples(4), batch_size=2, collate_fn=PromptCollator(processor, ModelSpace.of(processor, "qwen2_vl")))
+        loader = torch.utils.data.DataLoader(
+            face_samples(4), batch_size=2, collate_fn=PromptCollator(processor, ModelSpace.of(processor, "qwen2_vl"))
+        )
         torch.manual_seed(1)
-        L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(module, loader)
+        L.Trainer(
+            accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+        ).fit(module, loader)
         return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
 
     whole, chunked = train(0), train(4)

@@ -27,7 +27,12 @@ def test_trl_reward_functions_score_like_the_grpo_module():
     bench = load_benchmark()
     callbacks = build_rewards([RewardSpec(name=n, weight=1.0) for n in ("format", "answer", "au_grounding")])
     meta = {
-        "a": {"label_name": "happiness", "au_prob": {"AU6": 0.9, "AU12": 0.8}, "au_box": {"AU6": (10, 10, 40, 30), "AU12": (20, 60, 80, 90)}, "image_extent": (1000, 1000)},
+        "a": {
+            "label_name": "happiness",
+            "au_prob": {"AU6": 0.9, "AU12": 0.8},
+            "au_box": {"AU6": (10, 10, 40, 30), "AU12": (20, 60, 80, 90)},
+            "image_extent": (1000, 1000),
+        },
         "b": {"label_name": "sadness", "au_prob": {"AU15": 0.7}, "au_box": {"AU15": (20, 60, 80, 90)}, "image_extent": (1000, 1000)},
     }
     texts = ["<answer>happiness</answer>", "I think sad. <answer>sadness</answer>", "<answer>anger</answer>"]
@@ -36,8 +41,12 @@ def test_trl_reward_functions_score_like_the_grpo_module():
     expected = reward_matrix(
         callbacks,
         GRPOBatch.of(
-            texts, label_name=[meta[i]["label_name"] for i in ids], au_prob=[meta[i]["au_prob"] for i in ids],
-            au_box=[meta[i]["au_box"] for i in ids], image_extent=[meta[i]["image_extent"] for i in ids], id=ids,
+            texts,
+            label_name=[meta[i]["label_name"] for i in ids],
+            au_prob=[meta[i]["au_prob"] for i in ids],
+            au_box=[meta[i]["au_box"] for i in ids],
+            image_extent=[meta[i]["image_extent"] for i in ids],
+            id=ids,
             completion_length=lengths,
         ),
     )
@@ -54,7 +63,10 @@ def test_benchmark_prints_the_table_and_the_json_line(tmp_path):
     pytest.importorskip("trl")
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--preset", "tiny", "--steps", "1", "--warmup", "1", "--group", "2", "--max-new-tokens", "4"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()

@@ -11,14 +11,14 @@ from tagfer.core.phrases import AU_PHRASES, RELAXED_PHRASES
 from tagfer.core.trace import MAX_COORDINATE, MAX_TRACE_CHARS, ParsedTrace, Trace, TraceStep, parse_trace, render_trace
 from tagfer.core.vocabulary import AU_LIST, REGIONS
 
-BANK = sorted({p for levels in AU_PHRASES.values() for ps in levels.values() for p in ps} | {p for ps in RELAXED_PHRASES.values() for p in ps})
+BANK = sorted(
+    {p for levels in AU_PHRASES.values() for ps in levels.values() for p in ps} | {p for ps in RELAXED_PHRASES.values() for p in ps}
+)
 
 # Free text that the grammar allows inside a line: anything but a newline, the arrow, and angle
 # brackets (which would open tags); surrogates cannot be encoded.
 SAFE_TEXT = (
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n<>→"), min_size=1, max_size=80)
-    .map(str.strip)
-    .filter(bool)
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n<>→"), min_size=1, max_size=80).map(str.strip).filter(bool)
 )
 OBSERVATION = st.one_of(st.sampled_from(BANK), SAFE_TEXT)
 AU_SET = st.lists(st.sampled_from(AU_LIST), unique=True, max_size=5).map(tuple)
@@ -74,8 +74,10 @@ def test_a_step_without_box_renders_to_an_invalid_trace() -> None:
 
 
 def test_decimal_coordinates_are_read_and_negative_ones_rejected() -> None:
-    base = "Global analysis: x\nVerification loop:\nInspect mouth (AU25) → lips parted → <bbox>[{}]</bbox>\n" \
+    base = (
+        "Global analysis: x\nVerification loop:\nInspect mouth (AU25) → lips parted → <bbox>[{}]</bbox>\n"
         "Final conclusion: Combined AU25 indicate a dominant emotion of surprise.\n<answer> surprise </answer>"
+    )
     assert parse_trace(base.format("1.5,2,10.25,20")).steps[0].box == (1.5, 2.0, 10.25, 20.0)
     negative = parse_trace(base.format("-1,2,10,20"))
     assert not negative.valid and negative.steps[0].box is None
@@ -84,10 +86,46 @@ def test_decimal_coordinates_are_read_and_negative_ones_rejected() -> None:
 
 
 FRAGMENTS = [
-    "<think>", "</think>", "<answer>", "</answer>", "<answer> happiness </answer>", "<bbox>", "</bbox>", "[", "]",
-    ",", "Inspect ", "Inspect mouth (AU25) → ", "Global analysis:", "Verification loop:", "Final conclusion:",
-    "Combined AU4 + AU99", " indicate a dominant emotion of ", "→", "->", "\n", "(", ")", "AU", "none", "-1", "1e309",
-    "nan", "inf", "9" * 40, "0.", ".5", "happy", "sad or happy", "\u202e", "\x00", "ÄÖÜ", "😀", " ", "\t", "\r\n",
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "<answer> happiness </answer>",
+    "<bbox>",
+    "</bbox>",
+    "[",
+    "]",
+    ",",
+    "Inspect ",
+    "Inspect mouth (AU25) → ",
+    "Global analysis:",
+    "Verification loop:",
+    "Final conclusion:",
+    "Combined AU4 + AU99",
+    " indicate a dominant emotion of ",
+    "→",
+    "->",
+    "\n",
+    "(",
+    ")",
+    "AU",
+    "none",
+    "-1",
+    "1e309",
+    "nan",
+    "inf",
+    "9" * 40,
+    "0.",
+    ".5",
+    "happy",
+    "sad or happy",
+    "\u202e",
+    "\x00",
+    "ÄÖÜ",
+    "😀",
+    " ",
+    "\t",
+    "\r\n",
 ]
 
 
@@ -176,7 +214,12 @@ PAPER_TRACE = (
         ("mouth region", "Lip Corners", "lip corners", ("AU14", "AU17")),
         ("Inspect mouth region", "inspect the Mouth area", "mouth", ("AU14", "AU17")),
         ("(AU14, AU17)", "(AU14 Dimpler, AU17: chin raiser)", "mouth", ("AU14", "AU17")),
-        ("Combined AU14 + AU17 indicate a dominant emotion of sadness.", "The combination of AU17 and AU14 indicates sadness.", "mouth", ("AU14", "AU17")),
+        (
+            "Combined AU14 + AU17 indicate a dominant emotion of sadness.",
+            "The combination of AU17 and AU14 indicates sadness.",
+            "mouth",
+            ("AU14", "AU17"),
+        ),
         ("Final conclusion: Combined", "FINAL CONCLUSION: Combined", "mouth", ("AU14", "AU17")),
     ],
 )

@@ -77,7 +77,12 @@ def test_teacher_through_the_endpoint_equals_the_hf_teacher(model_dir, server, c
     common += ["model.min_pixels=3136", "model.max_pixels=12544"]
     endpoint = [f"traces.teacher.endpoint={server.base_url}", "traces.teacher.api_key_env=TAGFER_TEST_KEY"]
     samples = face_samples(3)
-    requests = [TeacherSample(s["id"], s["image"], CLASS_NAMES[s["label"]], {"AU12": 0.9, "AU6": 0.7}, {"AU12": (10, 20, 60, 50), "AU6": (5, 5, 40, 30)}) for s in samples]
+    requests = [
+        TeacherSample(
+            s["id"], s["image"], CLASS_NAMES[s["label"]], {"AU12": 0.9, "AU6": 0.7}, {"AU12": (10, 20, 60, 50), "AU6": (5, 5, 40, 30)}
+        )
+        for s in samples
+    ]
     options = TeacherOptions(teacher=str(model_dir), max_format_retries=1, max_label_retries=1, batch_size=2)
     results = {}
     for name, overrides in (("hf", common), ("endpoint", common + endpoint)):
@@ -128,7 +133,10 @@ def test_greedy_evaluation_through_vllm_equals_hf(model_dir, server, configs_dir
     for name, extra in (("hf", []), ("vllm", vllm)):
         out = tmp_path / name
         reports[name] = run_evaluation(load_config(configs_dir / "eval.yaml", common + extra + [f"run_dir={out}"]), progress=False)
-    scores = {name: {key: {k: v for k, v in entry.items() if k != "timings"} for key, entry in r["datasets"].items()} for name, r in reports.items()}
+    scores = {
+        name: {key: {k: v for k, v in entry.items() if k != "timings"} for key, entry in r["datasets"].items()}
+        for name, r in reports.items()
+    }
     assert scores["vllm"] == scores["hf"] and scores["hf"]["synthetic/test"]["n"] == 6
     lines = {name: (tmp_path / name / "predictions.jsonl").read_text().splitlines() for name in reports}
     assert lines["vllm"] == lines["hf"] and len(lines["hf"]) == 6

@@ -106,7 +106,9 @@ def test_grpo_rollouts_through_vllm_stay_on_policy_and_a_killed_server_fails_cle
     from tagfer.models.tiny import build_tiny_model
 
     tiny = tmp_path / "tiny"  # head_dim 32: vLLM's CPU attention has no kernel for the default tiny model's 16
-    build_tiny_model(ModelConfig(name_or_path=str(tiny), tiny=TinyModelConfig(hidden_size=128, intermediate_size=256, vision_pretrain_steps=0)), tiny)
+    build_tiny_model(
+        ModelConfig(name_or_path=str(tiny), tiny=TinyModelConfig(hidden_size=128, intermediate_size=256, vision_pretrain_steps=0)), tiny
+    )
     four = "{name: synthetic, root: %s, split: train, num_samples: 4, pose: aligned}" % (tmp_path / "data")
     overrides = [
         f"run_dir={tmp_path / 'rl'}", f"data.train=[{four}]", f"data.val=[{four}]", f"data.test=[{four}]",
@@ -132,6 +134,6 @@ def test_grpo_rollouts_through_vllm_stay_on_policy_and_a_killed_server_fails_cle
         # the logged gap adds the banned placeholders' mass (in the policy's normaliser, ~4/1024 untrained)
         assert record["exact_gap"] < 1e-4 and record["gap"] < 0.02, record
     assert follow.records[-1]["served"] != follow.records[-1]["base"]  # the pushed adapter changed what the server says
-    (pid, killed_at), = follow.killed
+    ((pid, killed_at),) = follow.killed
     assert failed_at - killed_at < 60 and not group_alive(pid)
     assert len(list((tmp_path / "rl" / "vllm" / "adapter").glob("*/adapter_config.json"))) == 1  # the last push only

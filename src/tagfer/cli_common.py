@@ -83,7 +83,10 @@ def report_dry_run(command: str, plan: list[str], problems: list[str]) -> int:
 
 def dataset_lines(specs, key: str) -> list[str]:
     """One line per dataset spec of a config list (``data.train`` …) for a dry run."""
-    return [f"{key}[{i}]: {spec.name}/{spec.split} at {spec.root}" + (f", traces {spec.traces}" if spec.traces else "") for i, spec in enumerate(specs)]
+    return [
+        f"{key}[{i}]: {spec.name}/{spec.split} at {spec.root}" + (f", traces {spec.traces}" if spec.traces else "")
+        for i, spec in enumerate(specs)
+    ]
 
 
 def missing_roots(specs, key: str) -> list[str]:

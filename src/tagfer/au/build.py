@@ -186,7 +186,16 @@ def build_split(
         _start_plan(directory, plan, reset=overwrite)
         shards = [records[i : i + shard_size] for i in range(0, len(records), shard_size)]
         todo = [ShardTask(i, chunk, directory) for i, chunk in enumerate(shards) if read_shard_info(directory, i) is None]
-        counts = _run_tasks(todo, detector, (quality_dict, strict, detect_max_pixels), workers, len(records) - sum(len(t.records) for t in todo), len(records), progress, on_shard)
+        counts = _run_tasks(
+            todo,
+            detector,
+            (quality_dict, strict, detect_max_pixels),
+            workers,
+            len(records) - sum(len(t.records) for t in todo),
+            len(records),
+            progress,
+            on_shard,
+        )
         _finish_split(out, directory, meta, plan, len(shards), counts)
     return AUCache.open(out)
 
@@ -199,7 +208,13 @@ def _check_coverage(instance, records) -> None:
             f"(e.g. {records[0].id!r}); check --external / the dataset's landmarks"
         )
     if missing:
-        log.warning("detector %s has no data for %d of %d records (stored as 'no face'), e.g. %s", instance.name, len(missing), len(records), missing[:3])
+        log.warning(
+            "detector %s has no data for %d of %d records (stored as 'no face'), e.g. %s",
+            instance.name,
+            len(missing),
+            len(records),
+            missing[:3],
+        )
 
 
 def _prepare_meta(out: Path, instance, detector: DetectorSpec, source: dict, quality: dict, overwrite: bool) -> dict:
@@ -301,15 +316,32 @@ def _finish_split(out: Path, directory: Path, meta: dict, plan: dict, n_shards: 
         codes = np.load(directory / f"{shard_name(index)}.npy", mmap_mode="r")["quality"]
         dropped.update({rid: VERDICTS[int(c)] for rid, c in zip(info["ids"], codes) if int(c) != 0})
     rows = sum(len(s["ids"]) for s in shards)
-    atomic_write_json(directory / "index.json", {"split": plan["split"], "fingerprint": plan["fingerprint"], "shards": shards, "skipped": skipped, "dropped": dropped})
+    atomic_write_json(
+        directory / "index.json",
+        {"split": plan["split"], "fingerprint": plan["fingerprint"], "shards": shards, "skipped": skipped, "dropped": dropped},
+    )
     meta = dict(meta)
     meta["splits"] = {
         **meta["splits"],
-        plan["split"]: {"fingerprint": plan["fingerprint"], "records": plan["records"], "rows": rows, "skipped": len(skipped), "shards": n_shards},
+        plan["split"]: {
+            "fingerprint": plan["fingerprint"],
+            "records": plan["records"],
+            "rows": rows,
+            "skipped": len(skipped),
+            "shards": n_shards,
+        },
     }
     atomic_write_json(out / "meta.json", meta)
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "all shards were already finished"
-    log.info("%s/%s: %d images cached, %d skipped, %d dropped by the quality filter (%s)", out, plan["split"], rows, len(skipped), len(dropped), summary)
+    log.info(
+        "%s/%s: %d images cached, %d skipped, %d dropped by the quality filter (%s)",
+        out,
+        plan["split"],
+        rows,
+        len(skipped),
+        len(dropped),
+        summary,
+    )
 
 
 # ------------------------------------------------------------------------------------ from a config

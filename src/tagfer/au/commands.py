@@ -36,7 +36,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     reader = parser.add_argument_group("dataset reader options")
     reader.add_argument("--image-variant", default=defaults.image_variant, help="rafdb: aligned | original")
     reader.add_argument("--layout", default=defaults.layout, help="ferplus: auto | csv | folders; affectnet: auto | csv | npy")
-    reader.add_argument("--label-mode", default=defaults.label_mode, help="ferplus train labels: majority | probability | crossentropy | multi_target")
+    reader.add_argument(
+        "--label-mode", default=defaults.label_mode, help="ferplus train labels: majority | probability | crossentropy | multi_target"
+    )
     reader.add_argument("--num-classes", type=int, default=defaults.num_classes, help="affectnet: 7 or 8")
     reader.add_argument("--num-samples", type=int, default=defaults.num_samples, help="synthetic: faces per split")
     reader.add_argument("--image-size", type=int, default=defaults.image_size, help="synthetic: image side")
@@ -44,7 +46,11 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     reader.add_argument("--strict", action="store_true", help="a corrupt image is an error instead of a counted skip")
     det = parser.add_argument_group("detector options")
     det.add_argument("--external", help="openface / pyfeat: their output folder or CSV file")
-    det.add_argument("--crop-fallback", action="store_true", help="builtin: fit landmarks on the whole image when dlib finds no face (face-crop datasets)")
+    det.add_argument(
+        "--crop-fallback",
+        action="store_true",
+        help="builtin: fit landmarks on the whole image when dlib finds no face (face-crop datasets)",
+    )
     det.add_argument("--box-mode", default="region", choices=("region", "au"), help="region: shared region templates; au: one box per AU")
     run = parser.add_argument_group("build options")
     run.add_argument("--workers", type=int, default=0, help="worker processes (0: in this process)")
@@ -67,7 +73,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     if args.dry_run:
-        plan = [f"{args.dataset} at {args.root} → {args.out}: detector {args.detector}, splits {', '.join(args.split or SPLITS)}, {args.workers} worker(s)"]
+        plan = [
+            f"{args.dataset} at {args.root} → {args.out}: detector {args.detector}, splits {', '.join(args.split or SPLITS)}, {args.workers} worker(s)"
+        ]
         problems = []
         if args.dataset != "synthetic" and not Path(args.root).is_dir():
             problems.append(f"--root {args.root} does not exist")
@@ -125,7 +133,11 @@ def _available_splits(dataset: str, root: str, options: dict) -> list[str]:
     from tagfer.data.readers import available_splits, reader
 
     module = reader(dataset)
-    return list(SPLITS) if dataset == "synthetic" else available_splits(dataset, root, **{k: v for k, v in options.items() if k in module.OPTIONS})
+    return (
+        list(SPLITS)
+        if dataset == "synthetic"
+        else available_splits(dataset, root, **{k: v for k, v in options.items() if k in module.OPTIONS})
+    )
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -41,7 +41,4 @@ def dataset_fingerprint(records: list[FaceRecord]) -> dict[str, str]:
     signatures: dict[str, list[str]] = defaultdict(list)
     for record in records:
         signatures[record.split].append(record_signature(record))
-    return {
-        split: hashlib.sha256("\n".join(sorted(lines)).encode("utf-8")).hexdigest()
-        for split, lines in sorted(signatures.items())
-    }
+    return {split: hashlib.sha256("\n".join(sorted(lines)).encode("utf-8")).hexdigest() for split, lines in sorted(signatures.items())}

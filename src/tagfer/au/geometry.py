@@ -147,10 +147,7 @@ class GeometryModel:
 
     def standardise(self, features: np.ndarray) -> dict[str, float]:
         """``(f − f^neutral) / σ`` per feature name."""
-        return {
-            name: (float(value) - self.neutral_mean[name]) / self.neutral_std[name]
-            for name, value in zip(FEATURES, features)
-        }
+        return {name: (float(value) - self.neutral_mean[name]) / self.neutral_std[name] for name, value in zip(FEATURES, features)}
 
     def probabilities(self, landmarks) -> dict[str, float]:
         """``{AU: σ(z)}`` for every AU of the model from ``[68, 2]`` landmarks (module docstring)."""

@@ -228,9 +228,7 @@ class LoRAConfig:
     r: int = 64
     alpha: int = 128
     dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
 @dataclass
@@ -491,7 +489,9 @@ def _set_list_entry(merged: DictConfig, item: str) -> DictConfig:
     index_text, field_parts = rest[0], rest[1:]
     valid = f"valid indices: 0..{len(entries) - 1}" if len(entries) else "the list is empty"
     if not index_text.isdigit() or int(index_text) >= len(entries):
-        raise ConfigError(f"command line: '{key}': {list_key} has {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, no index {index_text!r} ({valid})")
+        raise ConfigError(
+            f"command line: '{key}': {list_key} has {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, no index {index_text!r} ({valid})"
+        )
     index = int(index_text)
     item_type = OmegaConf.get_type(entries[index])
     try:
@@ -615,7 +615,7 @@ def _compose(path: Path, group_choices: dict[str, str], _seen: tuple[Path, ...] 
         elif isinstance(entry, str):
             yield from _compose(_resolve_default(root, path, entry), group_choices, (*_seen, path))
         elif isinstance(entry, dict) and len(entry) == 1:
-            (group, name), = entry.items()
+            ((group, name),) = entry.items()
             name = group_choices.get(group, name)
             group_file = root / group / f"{name}.yaml"
             if not group_file.is_file():
@@ -664,16 +664,12 @@ def _check_layer(data: dict, schema: type, path: str, source: str) -> None:
                 if isinstance(element, dict):
                     _check_layer(element, item, f"{full_key}[{index}]", source)
                 else:
-                    raise ConfigError(
-                        f"{source}: key '{full_key}[{index}]' has value {element!r}, expected a mapping ({item.__name__})"
-                    )
+                    raise ConfigError(f"{source}: key '{full_key}[{index}]' has value {element!r}, expected a mapping ({item.__name__})")
         else:
             try:
                 node[key] = value
             except OmegaConfBaseException:
-                raise ConfigError(
-                    f"{source}: key '{full_key}' has value {value!r}, expected {_type_name(field_type)}"
-                ) from None
+                raise ConfigError(f"{source}: key '{full_key}' has value {value!r}, expected {_type_name(field_type)}") from None
 
 
 def _dataclass_in(tp) -> type | None:

@@ -67,10 +67,7 @@ class PathHeldError(RuntimeError):
     def __init__(self, path: Path, what: str, holder: Holder | None):
         self.path, self.what, self.holder = path, what, holder
         who = holder.describe() if holder else "another process (its lock file names no holder yet)"
-        super().__init__(
-            f"{what} {path} is in use by {who}; one process at a time: wait for it to finish, stop it, "
-            "or choose another path"
-        )
+        super().__init__(f"{what} {path} is in use by {who}; one process at a time: wait for it to finish, stop it, or choose another path")
 
 
 def lock_file_for(target: str | os.PathLike, *, directory: bool) -> Path:
@@ -169,8 +166,13 @@ def _lock(fd: int, lock_file: Path, target, what: str, me: Holder) -> bool:
         return True
     except OSError as err:
         if err.errno not in _HELD:
-            log.warning("cannot lock %s (%s): this filesystem offers no file locks; %s %s is not protected "
-                        "against a second process", lock_file, err, what, target)
+            log.warning(
+                "cannot lock %s (%s): this filesystem offers no file locks; %s %s is not protected against a second process",
+                lock_file,
+                err,
+                what,
+                target,
+            )
             return False
     holder = _holder_of(lock_file)
     if holder is None or holder.job is None or holder.job != me.job:

@@ -173,9 +173,7 @@ def render_trace(trace: Trace, *, think_tags: bool = False) -> str:
         box = format_box(step.box) if step.box is not None else "<bbox>[]</bbox>"
         lines.append(f"Inspect {step.region} ({aus}) {ARROW} {step.observation.strip()} {ARROW} {box}")
     if trace.conclusion_aus:
-        lines.append(
-            f"Final conclusion: Combined {' + '.join(trace.conclusion_aus)} indicate a dominant emotion of {trace.label}."
-        )
+        lines.append(f"Final conclusion: Combined {' + '.join(trace.conclusion_aus)} indicate a dominant emotion of {trace.label}.")
     else:
         lines.append(f"Final conclusion: No active AUs indicate a dominant emotion of {trace.label}.")
     reasoning = "\n".join(lines)

@@ -50,8 +50,15 @@ LAYOUT = (
 LAYOUTS = ("auto", "csv", "npy")
 SPLITS = ("train", "val")
 CSV_COLUMNS = (
-    "subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
-    "facial_landmarks", "expression", "valence", "arousal",
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
 )
 CSV_FILES = {"train": "training.csv", "val": "validation.csv"}
 NPY_FOLDERS = {"train": "train_set", "val": "val_set"}
@@ -76,9 +83,7 @@ def resolve_layout(root: Path, layout: str) -> str:
         return "csv"
     if any((root / folder).is_dir() for folder in NPY_FOLDERS.values()):
         return "npy"
-    raise DatasetLayoutError(
-        f"AffectNet: neither {root / LISTS_DIR} nor {root}/train_set|val_set exists; expected layout: {LAYOUT}"
-    )
+    raise DatasetLayoutError(f"AffectNet: neither {root / LISTS_DIR} nor {root}/train_set|val_set exists; expected layout: {LAYOUT}")
 
 
 def _code(text: str, where: str) -> int:
@@ -109,9 +114,7 @@ def parse_landmarks(text: str, where: str) -> np.ndarray:
     except ValueError:
         values = np.zeros(0, dtype=np.float32)
     if values.size != 136:
-        raise DatasetLayoutError(
-            f"{where}: facial_landmarks must hold 136 ';'-separated numbers (68 x,y points), got {values.size}"
-        )
+        raise DatasetLayoutError(f"{where}: facial_landmarks must hold 136 ';'-separated numbers (68 x,y points), got {values.size}")
     return values.reshape(68, 2)
 
 
@@ -135,9 +138,7 @@ def _read_csv(root: Path, split: str, num_classes: int, result: ReadResult) -> N
     for line, fields in _csv_rows(path):
         where = f"{path} line {line}"
         if len(fields) != len(CSV_COLUMNS):
-            raise DatasetLayoutError(
-                f"{where}: expected {len(CSV_COLUMNS)} columns ({','.join(CSV_COLUMNS)}), got {len(fields)}"
-            )
+            raise DatasetLayoutError(f"{where}: expected {len(CSV_COLUMNS)} columns ({','.join(CSV_COLUMNS)}), got {len(fields)}")
         record_id = f"{IMAGES_DIR}/{fields[0].strip()}"
         example = f"{record_id} ({path.name} line {line})"
         code = _code(fields[6], where)
@@ -149,9 +150,7 @@ def _read_csv(root: Path, split: str, num_classes: int, result: ReadResult) -> N
         try:
             x, y, w, h, valence, arousal = (float(fields[i]) for i in (1, 2, 3, 4, 7, 8))
         except ValueError:
-            raise DatasetLayoutError(
-                f"{where}: face_x, face_y, face_width, face_height, valence, arousal must be numbers"
-            ) from None
+            raise DatasetLayoutError(f"{where}: face_x, face_y, face_width, face_height, valence, arousal must be numbers") from None
         result.records.append(
             FaceRecord(
                 id=record_id,
@@ -197,9 +196,7 @@ def _read_npy(root: Path, split: str, num_classes: int, result: ReadResult) -> N
             landmarks = values.reshape(68, 2)
         else:
             result.notes["without_landmarks"] += 1
-        result.records.append(
-            FaceRecord(id=record_id, dataset=NAME, split=split, label=code, image_path=image, landmarks=landmarks)
-        )
+        result.records.append(FaceRecord(id=record_id, dataset=NAME, split=split, label=code, image_path=image, landmarks=landmarks))
 
 
 def splits(root: Path, layout: str = "auto", **options) -> list[str]:

@@ -18,9 +18,7 @@ def register(subparsers) -> None:
     summarize = sub.add_parser("summarize", help="split sizes and class counts of a dataset on disk")
     summarize.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     summarize.add_argument("--root", required=True, help="dataset root folder")
-    summarize.add_argument(
-        "--layout", default=_DEFAULTS.layout, help="ferplus: auto | csv | folders; affectnet: auto | csv | npy"
-    )
+    summarize.add_argument("--layout", default=_DEFAULTS.layout, help="ferplus: auto | csv | folders; affectnet: auto | csv | npy")
     summarize.add_argument(
         "--label-mode",
         default=_DEFAULTS.label_mode,
@@ -37,9 +35,7 @@ def register(subparsers) -> None:
     synthesize.add_argument("--train", type=int, default=512, help="training images (0: none)")
     synthesize.add_argument("--val", type=int, default=64, help="validation images (0: none)")
     synthesize.add_argument("--test", type=int, default=128, help="test images (0: none)")
-    synthesize.add_argument(
-        "--image-size", type=int, default=_DEFAULTS.image_size, help="side of the square images in pixels"
-    )
+    synthesize.add_argument("--image-size", type=int, default=_DEFAULTS.image_size, help="side of the square images in pixels")
     synthesize.add_argument(
         "--pose", default=_DEFAULTS.pose, choices=["random", "aligned"], help="random pose/scale/position, or aligned crops"
     )
@@ -71,7 +67,9 @@ def _summarize(args: argparse.Namespace) -> int:
 
 def _synthesize(args: argparse.Namespace) -> int:
     if args.dry_run:
-        plan = [f"{args.train}/{args.val}/{args.test} train/val/test faces of {args.image_size} px ({args.pose} pose, seed {args.seed}) → {args.out}"]
+        plan = [
+            f"{args.train}/{args.val}/{args.test} train/val/test faces of {args.image_size} px ({args.pose} pose, seed {args.seed}) → {args.out}"
+        ]
         return report_dry_run("data synthesize", plan, [])
     from tagfer.data.synthetic import synthesize_command
 

@@ -72,9 +72,7 @@ def resolve_layout(root: Path, layout: str) -> str:
         return "csv"
     if any((root / folder / "label.csv").is_file() for folder in SPLIT_FOLDER.values()):
         return "folders"
-    raise DatasetLayoutError(
-        f"FERPlus: no fer2013.csv + fer2013new.csv and no FER2013*/label.csv under {root}; expected layout: {LAYOUT}"
-    )
+    raise DatasetLayoutError(f"FERPlus: no fer2013.csv + fer2013new.csv and no FER2013*/label.csv under {root}; expected layout: {LAYOUT}")
 
 
 def _votes(fields: list[str], where: str) -> list[int]:

@@ -29,7 +29,16 @@ import numpy as np
 from tagfer.core.classes import CLASS_INDEX, CLASS_NAMES
 
 VOTE_COLUMNS: tuple[str, ...] = (
-    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF",
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
 )
 EMOTION_COLUMNS = 8  # the first 8 vote columns are emotions
 LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target")

@@ -132,7 +132,10 @@ def splits(root: Path, **options) -> list[str]:
 def read(root: Path, split: str, image_variant: str = "aligned") -> ReadResult:
     check_choice("image_variant", image_variant, IMAGE_VARIANTS)
     check_split(NAME, split, SPLITS, "; configs use split: test for validation")
-    result = ReadResult(whole_photos=image_variant == "original", notes={"image_variant": image_variant, "without_manual_annotation": 0, "without_bounding_box": 0})
+    result = ReadResult(
+        whole_photos=image_variant == "original",
+        notes={"image_variant": image_variant, "without_manual_annotation": 0, "without_bounding_box": 0},
+    )
     missing = []
     for number, name, row_split, label in _label_rows(root):
         if row_split != split:
@@ -168,7 +171,6 @@ def read(root: Path, split: str, image_variant: str = "aligned") -> ReadResult:
         )
     if missing:
         raise DatasetLayoutError(
-            f"RAF-DB: {len(missing)} image(s) listed in {root / LABEL_FILE} are missing, e.g. {missing[:5]}; "
-            f"expected layout: {LAYOUT}"
+            f"RAF-DB: {len(missing)} image(s) listed in {root / LABEL_FILE} are missing, e.g. {missing[:5]}; expected layout: {LAYOUT}"
         )
     return result

@@ -57,10 +57,7 @@ log = logging.getLogger(__name__)
 
 NAME = "synthetic"
 OPTIONS = ("num_samples", "image_size", "seed", "pose", "canvas")
-LAYOUT = (
-    "<root>/manifest.json, <root>/<split>/images/<NNNNNN>.png and <root>/<split>/annotations.jsonl "
-    "(made by `tagfer data synthesize`)"
-)
+LAYOUT = "<root>/manifest.json, <root>/<split>/images/<NNNNNN>.png and <root>/<split>/annotations.jsonl (made by `tagfer data synthesize`)"
 SPLITS = ("train", "val", "test")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 #: The label set needs the records read first (the classes on disk decide it); see :func:`label_set`.
@@ -73,6 +70,8 @@ def label_set(spec, labels) -> tuple[str, ...]:
     if manifest is None:
         raise FileNotFoundError(f"synthetic dataset {spec.root}: no manifest.json (read the dataset before scoring it)")
     return class_subset(list(manifest["classes"]))
+
+
 GENERATOR = "tagfer.data.synthetic_faces"
 MANIFEST = "manifest.json"
 
@@ -105,8 +104,11 @@ def _annotation(face, record_id: str, label: str) -> dict:
         "face_box": [round(v, 3) for v in face.face_box],
         "au_intensity": {au: round(v, 4) for au, v in face.au_intensity.items()},
         "au_side": face.au_side,
-        "pose": {"scale": round(face.pose["scale"], 4), "angle": round(face.pose["angle"], 4),
-                 "centre": [round(v, 3) for v in face.pose["centre"]]},
+        "pose": {
+            "scale": round(face.pose["scale"], 4),
+            "angle": round(face.pose["angle"], 4),
+            "centre": [round(v, 3) for v in face.pose["centre"]],
+        },
     }
 
 
@@ -140,9 +142,7 @@ def _incompatibility(manifest: dict, wanted: dict, counts: dict[str, int]) -> st
 def _check_reusable(root: Path, manifest: dict, wanted: dict, counts: dict[str, int]) -> None:
     problem = _incompatibility(manifest, wanted, counts)
     if problem:
-        raise DatasetLayoutError(
-            f"{root} holds a different synthetic dataset ({problem}); delete it or choose another root"
-        )
+        raise DatasetLayoutError(f"{root} holds a different synthetic dataset ({problem}); delete it or choose another root")
 
 
 def generate_synthetic_dataset(
@@ -169,13 +169,18 @@ def generate_synthetic_dataset(
         raise ValueError(f"synthetic pose={pose!r}; expected one of {list(POSES)}")
     if float(canvas) < 1.0 or (pose == "aligned" and float(canvas) != 1.0):
         raise ValueError(f"synthetic canvas={canvas}: expected ≥ 1, and exactly 1 with pose='aligned'")
-    wanted = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "seed": int(seed),
-              "image_size": int(image_size), "pose": pose, "canvas": float(canvas), "classes": list(classes)}
+    wanted = {
+        "generator": GENERATOR,
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "image_size": int(image_size),
+        "pose": pose,
+        "canvas": float(canvas),
+        "classes": list(classes),
+    }
     manifest = read_manifest(root)
     if manifest is None and root.exists() and any(root.iterdir()):
-        raise DatasetLayoutError(
-            f"{root} exists and is not a synthetic dataset (no {MANIFEST}); delete it or choose another root"
-        )
+        raise DatasetLayoutError(f"{root} exists and is not a synthetic dataset (no {MANIFEST}); delete it or choose another root")
     if manifest is not None:
         _check_reusable(root, manifest, wanted, counts)
         counts = {s: n for s, n in counts.items() if s not in manifest["splits"]}
@@ -219,9 +224,7 @@ def _concurrent_result(root: Path, wanted: dict, counts: dict[str, int], wait_s:
         time.sleep(0.05)
         manifest = read_manifest(root)
     if manifest is None or any(s not in manifest["splits"] for s in counts):
-        raise DatasetLayoutError(
-            f"{root} changed while generating the synthetic dataset; delete it or choose another root"
-        )
+        raise DatasetLayoutError(f"{root} changed while generating the synthetic dataset; delete it or choose another root")
     _check_reusable(root, manifest, wanted, counts)
     return manifest
 
@@ -231,17 +234,19 @@ def _record(root: Path, split: str, data: dict, where: str) -> FaceRecord:
         label = CLASS_INDEX[data["label"]]
         landmarks = np.asarray(data["landmarks"], dtype=np.float32)
         box = tuple(float(v) for v in data["face_box"])
-        extra = {"au_intensity": {k: float(v) for k, v in data["au_intensity"].items()},
-                 "au_side": dict(data.get("au_side", {})), "pose": dict(data.get("pose", {}))}
+        extra = {
+            "au_intensity": {k: float(v) for k, v in data["au_intensity"].items()},
+            "au_side": dict(data.get("au_side", {})),
+            "pose": dict(data.get("pose", {})),
+        }
         record_id = data["id"]
     except (KeyError, TypeError, ValueError) as err:
-        raise DatasetLayoutError(
-            f"{where}: bad annotation ({err!r}); expected id, label, landmarks, face_box, au_intensity"
-        ) from None
+        raise DatasetLayoutError(f"{where}: bad annotation ({err!r}); expected id, label, landmarks, face_box, au_intensity") from None
     if landmarks.shape != (68, 2) or len(box) != 4:
         raise DatasetLayoutError(f"{where}: landmarks must be 68 [x, y] pairs and face_box 4 numbers")
-    return FaceRecord(id=record_id, dataset=NAME, split=split, label=label, image_path=root / record_id,
-                      landmarks=landmarks, face_box=box, extra=extra)
+    return FaceRecord(
+        id=record_id, dataset=NAME, split=split, label=label, image_path=root / record_id, landmarks=landmarks, face_box=box, extra=extra
+    )
 
 
 def splits(root: Path, **options) -> list[str]:
@@ -287,8 +292,6 @@ def read(
 def synthesize_command(args) -> int:
     """``tagfer data synthesize``: write the dataset and print its manifest."""
     counts = {split: n for split, n in (("train", args.train), ("val", args.val), ("test", args.test)) if n > 0}
-    manifest = generate_synthetic_dataset(
-        args.out, counts, seed=args.seed, image_size=args.image_size, pose=args.pose, canvas=args.canvas
-    )
+    manifest = generate_synthetic_dataset(args.out, counts, seed=args.seed, image_size=args.image_size, pose=args.pose, canvas=args.canvas)
     print(json.dumps({"root": str(args.out), **manifest}, indent=2))
     return 0

@@ -57,7 +57,13 @@ P_EXTRA_AU = 0.2  # each co-occurring AU is added
 P_FAINT_AU = 0.25  # one faint unrelated AU (intensity ≤ 0.2) is added
 
 SKIN_TONES = (
-    (244, 212, 188), (232, 190, 160), (214, 168, 130), (190, 140, 104), (160, 112, 80), (122, 82, 58), (92, 62, 46),
+    (244, 212, 188),
+    (232, 190, 160),
+    (214, 168, 130),
+    (190, 140, 104),
+    (160, 112, 80),
+    (122, 82, 58),
+    (92, 62, 46),
 )
 HAIR_COLOURS = ((25, 20, 18), (60, 40, 28), (105, 72, 45), (170, 130, 80), (140, 60, 30), (150, 150, 150), (45, 35, 30))
 IRIS_COLOURS = ((70, 45, 25), (40, 30, 25), (70, 110, 160), (75, 115, 80), (110, 85, 50))
@@ -184,9 +190,7 @@ def face_landmarks(spec: FaceSpec) -> np.ndarray:
 POSES = ("random", "aligned")
 
 
-def sample_face(
-    rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random", canvas: float = 1.0
-) -> FaceSpec:
+def sample_face(rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random", canvas: float = 1.0) -> FaceSpec:
     """A random face of class ``label`` whose 68 landmarks all lie at least 4 % inside the image.
 
     ``pose="random"``: half the face width is U(0.30, 0.40) of the image side divided by ``canvas``
@@ -227,9 +231,7 @@ def sample_face(
     return spec
 
 
-def make_face(
-    rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random", canvas: float = 1.0
-) -> SyntheticFace:
+def make_face(rng: np.random.Generator, label: str, image_size: int = 112, pose: str = "random", canvas: float = 1.0) -> SyntheticFace:
     """:func:`sample_face` then :func:`render_face`."""
     return render_face(sample_face(rng, label, image_size, pose, canvas))
 
@@ -242,7 +244,9 @@ def _catmull_rom(points: np.ndarray, closed: bool, samples: int = 6) -> np.ndarr
     p0, p1, p2, p3 = ext[:-3], ext[1:-2], ext[2:-1], ext[3:]
     t = np.linspace(0.0, 1.0, samples, endpoint=False)[None, :, None]
     curve = 0.5 * (
-        2 * p1[:, None] + (p2 - p0)[:, None] * t + (2 * p0 - 5 * p1 + 4 * p2 - p3)[:, None] * t**2
+        2 * p1[:, None]
+        + (p2 - p0)[:, None] * t
+        + (2 * p0 - 5 * p1 + 4 * p2 - p3)[:, None] * t**2
         + (3 * p1 - p0 - 3 * p2 + p3)[:, None] * t**3
     ).reshape(-1, 2)
     return curve if closed else np.vstack([curve, p[-1:]])
@@ -360,9 +364,7 @@ def _draw_hair_front(canvas: Image.Image, p: _Painter, lm: np.ndarray) -> None:
     p.polygon(ImageDraw.Draw(canvas), cap, app.hair)
 
 
-def _wrinkles(
-    p: _Painter, lm: np.ndarray, au: dict[str, float], side_weight: dict[str, tuple[float, float]]
-) -> Image.Image:
+def _wrinkles(p: _Painter, lm: np.ndarray, au: dict[str, float], side_weight: dict[str, tuple[float, float]]) -> Image.Image:
     """RGBA layer of the AU texture cues (creases are drawn dark, opacity ∝ intensity)."""
     app = p.spec.appearance
     layer = p.layer()
@@ -400,9 +402,7 @@ def _wrinkles(
         # nasolabial fold (AU12, AU10, AU9, AU6; faint in every face)
         wing = lm[31 if sign < 0 else 35]
         mouth_corner = lm[48 if sign < 0 else 54]
-        fold = np.array(
-            [wing + (sign * 0.04, -0.03), mouth_corner + (sign * 0.07, -0.08), mouth_corner + (sign * 0.06, 0.06)]
-        )
+        fold = np.array([wing + (sign * 0.04, -0.03), mouth_corner + (sign * 0.07, -0.08), mouth_corner + (sign * 0.06, 0.06)])
         strength = max(au["AU12"] * side_weight["AU12"][s], 0.9 * au["AU10"], 0.7 * au["AU9"], 0.6 * au["AU6"], 0.1)
         crease(_catmull_rom(fold, closed=False), strength, 0.026)
         # dimple (AU14), marionette line (AU15), stretch line (AU20)

@@ -87,9 +87,7 @@ def reseed(pipeline: A.Compose, seed: int | None) -> None:
     pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
-def apply_augmentation(
-    pipeline: A.Compose, image: np.ndarray, boxes: dict[str, Box], landmarks: np.ndarray | None
-) -> Augmented:
+def apply_augmentation(pipeline: A.Compose, image: np.ndarray, boxes: dict[str, Box], landmarks: np.ndarray | None) -> Augmented:
     """Run ``pipeline`` on an image with named boxes and optional ``[68, 2]`` landmarks.
 
     Boxes that leave the image entirely are dropped (albumentations' filter); the others are clipped.

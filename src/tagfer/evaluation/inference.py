@@ -57,7 +57,9 @@ class InferenceModel:
 
     def predict(self, inputs: Any, *, max_new_tokens: int) -> list[Prediction]:
         """Greedy completions of a prompt batch (``BatchFeature``), parsed."""
-        completions = generate_completions(self.model, self.processor, inputs.to(self.device), max_new_tokens=max_new_tokens, do_sample=False)
+        completions = generate_completions(
+            self.model, self.processor, inputs.to(self.device), max_new_tokens=max_new_tokens, do_sample=False
+        )
         truncated = completions.truncated.tolist()
         return [Prediction.from_completion(text, truncated=cut) for text, cut in zip(completions.texts, truncated)]
 

@@ -75,7 +75,9 @@ class ImagePrediction:
                 "face_found": self.evidence.face_found,
                 "face_box": None if self.evidence.face_box is None else list(self.evidence.face_box),
                 "crop_box": None if self.crop_box is None else list(self.crop_box),
-                "active_aus": {au: {"prob": p, "box": list(self.evidence.au_box[au])} for au, p in active.items() if au in self.evidence.au_box},
+                "active_aus": {
+                    au: {"prob": p, "box": list(self.evidence.au_box[au])} for au, p in active.items() if au in self.evidence.au_box
+                },
                 "faithfulness": self.faithfulness,
                 "png": self.png,
             }
@@ -153,7 +155,9 @@ def predict_images(
         evidence = [detector.detect_decoded(reduce_pixels(image, detect_max_pixels), record) for image, record in zip(pixels, records)]
         for path, found in zip(paths, evidence):
             if not found.face_found:
-                notify(f"{path}: no face detected by the {detector.name} detector; the model sees the whole image and there are no detector boxes")
+                notify(
+                    f"{path}: no face detected by the {detector.name} detector; the model sees the whole image and there are no detector boxes"
+                )
         served = [apply_face_crop(crop, record, image, found) for record, image, found in zip(records, pixels, evidence)]
         inputs = build_generation_inputs(engine.processor, [image for image, _, _ in served], [engine.prompt] * len(paths))
         predictions = engine.predict(inputs, max_new_tokens=max_new_tokens)
@@ -183,7 +187,9 @@ def _finish(
         if step.box is not None:
             box_pixels = engine.space.to_pixels(step.box, served_size)
             box_pixels = box_pixels if window is None else box_from_crop(box_pixels, window)
-        steps.append({"region": step.region, "aus": list(step.aus), "observation": step.observation, "box": step.box, "box_pixels": box_pixels})
+        steps.append(
+            {"region": step.region, "aus": list(step.aus), "observation": step.observation, "box": step.box, "box_pixels": box_pixels}
+        )
     model_boxes = boxes_to_model_space(served_evidence.au_box, served_size, engine.space.input_size(served_size), engine.space.convention)
     counts = faithfulness_counts(prediction.trace, evidence.au_prob, model_boxes, prediction.answer, threshold=threshold)
     predicted = [(",".join(s["aus"]) or s["region"], s["box_pixels"]) for s in steps if s["box_pixels"] is not None]
@@ -224,7 +230,9 @@ def run_predict(args: argparse.Namespace, config: str) -> int:
         return 2
     cfg = load_config(config)
     detector = DetectorSpec(args.detector, box_mode=cfg.au.box_mode, external=args.external, crop_fallback=args.crop_fallback).create()
-    engine = load_inference_model(cfg.model, checkpoint=args.checkpoint, think_tags=cfg.traces.think_tags, accelerator=cfg.trainer.accelerator)
+    engine = load_inference_model(
+        cfg.model, checkpoint=args.checkpoint, think_tags=cfg.traces.think_tags, accelerator=cfg.trainer.accelerator
+    )
     threshold = float(cfg.au.threshold)
     results = predict_images(
         engine,

@@ -98,4 +98,3 @@ def _evaluate(cfg, out_dir: Path, progress: bool) -> dict:
     report_path = write_report(out_dir, entries, **extra)
     print_summary(entries, report_path)
     return {"datasets": entries, **extra, "report_path": str(report_path)}
-

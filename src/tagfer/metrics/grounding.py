@@ -212,9 +212,7 @@ def _check_thresholds(threshold: float, iou_threshold: float) -> None:
             raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
-def _detector_inputs(
-    au_prob: Mapping[str, float], au_box: Mapping[str, Sequence[float]]
-) -> tuple[dict[str, float], dict[str, Box]]:
+def _detector_inputs(au_prob: Mapping[str, float], au_box: Mapping[str, Sequence[float]]) -> tuple[dict[str, float], dict[str, Box]]:
     """``au_prob`` and ``au_box`` as plain float dicts (numpy/torch numbers and arrays accepted), checked."""
     for name, table in (("au_prob", au_prob), ("au_box", au_box)):
         if not isinstance(table, Mapping):

@@ -109,7 +109,12 @@ def _published_section(name: str, entry: dict) -> list[str]:
         return []
     rows = [["**this run**", f"**{_pct(entry['accuracy'])}**", "", f"`{name}`, n={entry['n']}"]]
     rows += [[r.method, f"{r.accuracy[column]:.2f}", "yes" if r.vision_only else "", r.source] for r in published_for(column)]
-    return [f"## {name} beside published {column} results ({BENCHMARKS[column]})", "", *_table(["method", "accuracy (%)", "vision only", "source"], rows), ""]
+    return [
+        f"## {name} beside published {column} results ({BENCHMARKS[column]})",
+        "",
+        *_table(["method", "accuracy (%)", "vision only", "source"], rows),
+        "",
+    ]
 
 
 def _confusion_section(name: str, entry: dict) -> list[str]:

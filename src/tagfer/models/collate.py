@@ -31,7 +31,22 @@ class PromptCollator:
         self.prompt = task_prompt(classes, space.convention, think_tags=think_tags)
 
     def meta(self, samples: list[dict]) -> dict[str, list]:
-        out: dict[str, list] = {key: [] for key in ("id", "dataset", "label_id", "label_name", "au_prob", "au_box", "image_extent", "image", "image_size", "input_size", "face_found")}
+        out: dict[str, list] = {
+            key: []
+            for key in (
+                "id",
+                "dataset",
+                "label_id",
+                "label_name",
+                "au_prob",
+                "au_box",
+                "image_extent",
+                "image",
+                "image_size",
+                "input_size",
+                "face_found",
+            )
+        }
         for sample in samples:
             size = tuple(sample["image_size"])
             input_size = self.space.input_size(size)

@@ -70,7 +70,9 @@ def server_spec(vllm_cfg: VLLMConfig, model_dir: str, *, enable_lora: bool = Fal
 
 
 @contextmanager
-def vllm_endpoint(vllm_cfg: VLLMConfig, model_dir: str, *, enable_lora: bool = False, max_lora_rank: int = 16) -> Iterator[EndpointSettings]:
+def vllm_endpoint(
+    vllm_cfg: VLLMConfig, model_dir: str, *, enable_lora: bool = False, max_lora_rank: int = 16
+) -> Iterator[EndpointSettings]:
     """Endpoint settings of ``engine.vllm`` for ``model_dir``: its ``url``, else a server launched for the
     ``with`` block (stopped on exit)."""
 

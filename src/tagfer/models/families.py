@@ -29,9 +29,7 @@ def family_from_model_type(model_type: str) -> str:
     """
     family = MODEL_TYPE_FAMILY.get(model_type)
     if family is None:
-        raise ValueError(
-            f"model_type {model_type!r} is not a supported Qwen-VL family; expected one of {sorted(MODEL_TYPE_FAMILY)}"
-        )
+        raise ValueError(f"model_type {model_type!r} is not a supported Qwen-VL family; expected one of {sorted(MODEL_TYPE_FAMILY)}")
     return family
 
 

@@ -170,9 +170,7 @@ def select_rows(inputs: Mapping[str, torch.Tensor], rows: slice) -> dict:
     return out
 
 
-def append_completions(
-    inputs: Mapping[str, torch.Tensor], completion_ids: torch.Tensor, completion_mask: torch.Tensor
-) -> BatchFeature:
+def append_completions(inputs: Mapping[str, torch.Tensor], completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> BatchFeature:
     """Prompt batch + completions ``[B, C]`` (right-padded, ``completion_mask`` 1 on real tokens).
 
     ``input_ids``/``attention_mask`` are concatenated, ``mm_token_type_ids`` extended with text (0); the

@@ -99,9 +99,7 @@ def _load_network(path: Path, model_cfg: Any, *, trainable: bool) -> torch.nn.Mo
     raise FileNotFoundError(f"{str(path)!r} holds neither config.json (a model) nor {ADAPTER_CONFIG_FILE} (an adapter)")
 
 
-def load_vlm(
-    model_cfg: Any, *, for_training: bool, checkpoint: str | os.PathLike | None = None
-) -> tuple[torch.nn.Module, Any, str]:
+def load_vlm(model_cfg: Any, *, for_training: bool, checkpoint: str | os.PathLike | None = None) -> tuple[torch.nn.Module, Any, str]:
     """Load ``(model, processor, family)``.
 
     Args:

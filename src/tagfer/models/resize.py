@@ -67,9 +67,7 @@ def model_input_size(orig_w: int, orig_h: int, processor_or_params: Any) -> tupl
     if orig_w <= 0 or orig_h <= 0:
         raise ValueError(f"image size must be positive, got {orig_w}x{orig_h}")
     params = resize_params(processor_or_params)
-    height, width = smart_resize(
-        int(orig_h), int(orig_w), factor=params.factor, min_pixels=params.min_pixels, max_pixels=params.max_pixels
-    )
+    height, width = smart_resize(int(orig_h), int(orig_w), factor=params.factor, min_pixels=params.min_pixels, max_pixels=params.max_pixels)
     return int(width), int(height)
 
 

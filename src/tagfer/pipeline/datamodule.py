@@ -122,7 +122,9 @@ class FERDataset(Dataset):
         if evidence.face_box is not None:
             boxes["__face__"] = evidence.face_box
         trace = item.trace
-        trace_boxes = self.trace_mapper.boxes_in_pixels(trace, record.id, image.shape) if (trace and self.augment and self.trace_mapper) else {}
+        trace_boxes = (
+            self.trace_mapper.boxes_in_pixels(trace, record.id, image.shape) if (trace and self.augment and self.trace_mapper) else {}
+        )
         boxes.update(trace_boxes)
         landmarks = evidence.landmarks
         if self.augment is not None:

@@ -252,7 +252,14 @@ class _Build:
         self.report.written_now += 1
 
     def reject(self, record: Any, reason: str, provenance: dict) -> None:
-        entry = {"id": record.id, "dataset": record.dataset, "label": record.label_name, "source": self.source, "reason": reason, "provenance": provenance}
+        entry = {
+            "id": record.id,
+            "dataset": record.dataset,
+            "label": record.label_name,
+            "source": self.source,
+            "reason": reason,
+            "provenance": provenance,
+        }
         self.rejected.write(entry)
         self.report.written_now += 1
 
@@ -284,7 +291,11 @@ def _template(build: _Build, samples: Iterator[_Sample], progress: Callable[[], 
         rng = sample_rng(build.cfg.traces.seed, f"{record.dataset}/{record.id}")
         try:
             built = build_template_trace(
-                sample.evidence, record.label_name, rng, lambda box: build.space.to_model(box, sample.orig_size), options  # noqa: B023 (called in this iteration)
+                sample.evidence,
+                record.label_name,
+                rng,
+                lambda box: build.space.to_model(box, sample.orig_size),
+                options,  # noqa: B023 (called in this iteration)
             )
         except TemplateSkip as skip:
             build.reject(record, skip.reason, {"detail": str(skip)})
@@ -364,7 +375,9 @@ def _teacher_processor_space(cfg: Any, path: str) -> tuple[Any, ModelSpace]:
     from tagfer.models.loader import set_pixel_bounds
 
     if not path:
-        raise ConfigError("traces.teacher.endpoint needs traces.teacher.name_or_path: a directory with the teacher's processor (its box space)")
+        raise ConfigError(
+            "traces.teacher.endpoint needs traces.teacher.name_or_path: a directory with the teacher's processor (its box space)"
+        )
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     set_pixel_bounds(processor, cfg.model.min_pixels, cfg.model.max_pixels)
     return processor, ModelSpace.of(processor, resolve_family("auto", read_model_type(path)))

@@ -158,7 +158,10 @@ def build_template_trace(
         relaxed = rng.sample(with_box, min(options.relaxed_steps, len(with_box)))
 
     steps = _au_steps(evidence, cited, rng, map_box, options) + [
-        (REGIONS.index(region), TraceStep(region, (), rng.choice(RELAXED_PHRASES[region]), _model_box(region_box(evidence, region), map_box)))
+        (
+            REGIONS.index(region),
+            TraceStep(region, (), rng.choice(RELAXED_PHRASES[region]), _model_box(region_box(evidence, region), map_box)),
+        )
         for region in relaxed
     ]
     steps.sort(key=lambda item: item[0])
@@ -201,30 +204,20 @@ def check_round_trip(trace: Trace, *, think_tags: bool) -> str:
 
 # ------------------------------------------------------------------------------------------- helpers
 def _usable_box(box) -> bool:
-    return (
-        box is not None
-        and len(box) == 4
-        and all(math.isfinite(v) for v in box)
-        and box[2] > box[0]
-        and box[3] > box[1]
-    )
+    return box is not None and len(box) == 4 and all(math.isfinite(v) for v in box) and box[2] > box[0] and box[3] > box[1]
 
 
 def groundable_top_k(evidence: AUEvidence, top_k: int, threshold: float) -> dict[str, float]:
     """The ``top_k`` strongest AUs with probability ≥ ``threshold`` among those the vocabulary places in
     a region and that have a usable box (finite, positive area), strongest first."""
-    groundable = {
-        au: p for au, p in evidence.active(threshold).items() if au in AU_REGION and _usable_box(evidence.au_box.get(au))
-    }
+    groundable = {au: p for au, p in evidence.active(threshold).items() if au in AU_REGION and _usable_box(evidence.au_box.get(au))}
     return dict(list(groundable.items())[:top_k])
 
 
 def _weak_prior_aus(evidence: AUEvidence, prior: tuple[str, ...], limit: int) -> dict[str, float]:
     """The label's prototypical AUs with probability > 0 and a usable box, strongest first, at most ``limit``."""
     candidates = [
-        (au, evidence.au_prob[au])
-        for au in prior
-        if evidence.au_prob.get(au, 0.0) > 0.0 and _usable_box(evidence.au_box.get(au))
+        (au, evidence.au_prob[au]) for au in prior if evidence.au_prob.get(au, 0.0) > 0.0 and _usable_box(evidence.au_box.get(au))
     ]
     candidates.sort(key=lambda kv: (-kv[1], kv[0]))
     return dict(candidates[:limit])
@@ -251,9 +244,7 @@ def _au_steps(
         units = [(AU_REGION[au], [au]) for au in cited]
     steps = []
     for region, aus in units:
-        observation = ", ".join(
-            rng.choice(AU_PHRASES[au][intensity_level(cited[au], options.threshold)]) for au in aus
-        )
+        observation = ", ".join(rng.choice(AU_PHRASES[au][intensity_level(cited[au], options.threshold)]) for au in aus)
         box = _model_box(union_box([evidence.au_box[au] for au in aus]), map_box)
         steps.append((REGIONS.index(region), TraceStep(region, tuple(aus), observation, box)))
     return steps

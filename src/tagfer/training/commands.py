@@ -124,7 +124,9 @@ def stage_lines(cfg) -> list[str]:
     trainer = cfg.trainer
     length = f"max_steps {trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else f"max_epochs {trainer.max_epochs}"
     model = cfg.model
-    lines = [f"model: {model.init_from or model.name_or_path} ({model.finetune}{', built if missing' if model.build_tiny and not model.init_from else ''})"]
+    lines = [
+        f"model: {model.init_from or model.name_or_path} ({model.finetune}{', built if missing' if model.build_tiny and not model.init_from else ''})"
+    ]
     if cfg.stage == "eval":
         lines.append(f"evaluated: {evaluated_model(cfg)[1]}")
         lines += dataset_lines(cfg.eval.datasets or cfg.data.test, "eval.datasets" if cfg.eval.datasets else "data.test")
@@ -132,7 +134,9 @@ def stage_lines(cfg) -> list[str]:
     lines += dataset_lines(cfg.data.train, "data.train")
     if cfg.stage == "rl":
         rewards = ", ".join(f"{r.name}×{r.weight}" for r in cfg.rl.rewards)
-        lines.append(f"GRPO: G={cfg.rl.num_generations}, batch {cfg.rl.batch_size}, beta {cfg.rl.beta}, loss {cfg.rl.loss_type}, rewards {rewards}")
+        lines.append(
+            f"GRPO: G={cfg.rl.num_generations}, batch {cfg.rl.batch_size}, beta {cfg.rl.beta}, loss {cfg.rl.loss_type}, rewards {rewards}"
+        )
     elif cfg.stage == "demo":
         lines.append(f"demo stages: {', '.join(cfg.demo.stages)} (SFT {cfg.demo.sft_epochs} epochs, GRPO {cfg.demo.rl_steps} steps)")
     elif cfg.stage == "baseline":

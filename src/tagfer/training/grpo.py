@@ -119,8 +119,7 @@ def combine_rewards(per_function: torch.Tensor, weights: torch.Tensor | list[flo
     weights = torch.as_tensor(weights, dtype=per_function.dtype, device=per_function.device)
     if per_function.dim() != 2 or weights.shape != (per_function.shape[1],):
         raise ValueError(
-            f"combine_rewards expects per_function [N, F] and weights [F]; got {tuple(per_function.shape)} "
-            f"and {tuple(weights.shape)}"
+            f"combine_rewards expects per_function [N, F] and weights [F]; got {tuple(per_function.shape)} and {tuple(weights.shape)}"
         )
     if torch.isinf(per_function).any():
         raise ValueError("combine_rewards: a reward is ±inf (rewards must be finite, or NaN for 'not applicable')")

@@ -279,7 +279,13 @@ class GRPOModule(SkipsNonFiniteSteps, L.LightningModule):
         self._log_step(per_function, rewards, group, completions, stats, start, generation_time, mask)
         if batch_index % max(1, self.trainer.log_every_n_steps * 10) == 0:
             log_grounding_samples(
-                self.logger, "train", self.global_step, completions.texts[::group], meta, limit=self.log_completions, convention=self.convention
+                self.logger,
+                "train",
+                self.global_step,
+                completions.texts[::group],
+                meta,
+                limit=self.log_completions,
+                convention=self.convention,
             )
 
     def _global_token_count(self, mask: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,8 @@ def module_settings(rl_cfg) -> dict:
         "max_consecutive_skips": rl_cfg.max_consecutive_skips,
         "log_completions": rl_cfg.log_completions,
     }
+
+
 @contextmanager
 def vllm_rollouts(cfg, run_dir: Path, policy, processor, prompt: str, sampling: RolloutSampling) -> Iterator[VLLMRollouts]:
     """The rollout engine of ``engine.vllm`` for the ``with`` block: a server launched on
@@ -133,7 +135,9 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
         space = ModelSpace.of(processor, family)
         classes = training_classes(cfg.data)
         collate = PromptCollator(processor, space, classes=classes, think_tags=cfg.traces.think_tags)
-        engine = stack.enter_context(vllm_rollouts(cfg, run_dir, policy, processor, collate.prompt, settings["sampling"])) if use_vllm else None
+        engine = (
+            stack.enter_context(vllm_rollouts(cfg, run_dir, policy, processor, collate.prompt, settings["sampling"])) if use_vllm else None
+        )
         datamodule = FERDataModule(
             cfg.data, cfg.au, train_collate=collate, eval_collate=collate, train_batch_size=cfg.rl.batch_size, seed=cfg.seed
         )
@@ -151,4 +155,6 @@ def run_grpo(cfg, *, trainer_overrides: dict | None = None) -> Path:
         )
         overrides = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "limit_val_batches": 0, **(trainer_overrides or {})}
         trainer = build_trainer(cfg, run_dir, **overrides)
-        return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.init_from, classes=classes)
+        return fit_and_export(
+            cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.init_from, classes=classes
+        )

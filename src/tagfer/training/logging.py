@@ -35,5 +35,7 @@ def log_grounding_samples(logger, tag: str, step: int, completions: list[str], m
     if board is None or limit <= 0:
         return
     for i, text in enumerate(completions[:limit]):
-        board.experiment.add_text(f"{tag}/completion_{i}", f"**{meta['id'][i]}** (true: {meta['label_name'][i]})\n\n    " + text.replace("\n", "\n    "), step)
+        board.experiment.add_text(
+            f"{tag}/completion_{i}", f"**{meta['id'][i]}** (true: {meta['label_name'][i]})\n\n    " + text.replace("\n", "\n    "), step
+        )
         board.experiment.add_image(f"{tag}/grounding_{i}", grounding_image(text, meta, i, convention), step, dataformats="HWC")

@@ -37,7 +37,9 @@ def preflight_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
         problems += rollout_engine_problems(cfg)
     resume = cfg.trainer.resume
     if resume not in (None, "auto") and not Path(resume).exists():
-        problems.append(f"trainer.resume={resume!r}: no such checkpoint; use 'auto' (resume from run_dir if possible) or null (start fresh)")
+        problems.append(
+            f"trainer.resume={resume!r}: no such checkpoint; use 'auto' (resume from run_dir if possible) or null (start fresh)"
+        )
     if cfg.au.detector in EXTERNAL_DETECTORS and cfg.au.external_dir and not Path(cfg.au.external_dir).exists():
         problems.append(f"au.external_dir={cfg.au.external_dir!r} does not exist; point it at the {cfg.au.detector} output folder or CSV")
     return problems
@@ -62,7 +64,9 @@ def _model_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
     model = cfg.model
     if model.init_from:
         if not Path(model.init_from).exists() and str(model.init_from) not in produced:
-            return [f"model.init_from={model.init_from!r} does not exist; train the stage it comes from first (SFT: python src/train.py --config configs/sft.yaml) or point it at an export"]
+            return [
+                f"model.init_from={model.init_from!r} does not exist; train the stage it comes from first (SFT: python src/train.py --config configs/sft.yaml) or point it at an export"
+            ]
         return []
     if cfg.stage == "rl":
         return ["model.init_from is not set: the RL stage starts from an SFT export (e.g. outputs/runs/sft/export)"]
@@ -74,7 +78,6 @@ def _model_problems(cfg, produced: tuple[str, ...] = ()) -> list[str]:
     return []
 
 
-
 def rollout_engine_problems(cfg) -> list[str]:
     """Why ``engine.backend: vllm`` cannot roll out for this RL config (:mod:`tagfer.training.grpo_stage`)."""
     problems = []
@@ -84,7 +87,9 @@ def rollout_engine_problems(cfg) -> list[str]:
             "optimizer step); a full fine-tune rolls out with engine.backend=hf"
         )
     if cfg.model.finetune == "lora" and cfg.model.train_projector:
-        problems.append("engine.backend=vllm in the RL stage needs model.train_projector=false (vLLM's LoRA cannot carry the vision merger)")
+        problems.append(
+            "engine.backend=vllm in the RL stage needs model.train_projector=false (vLLM's LoRA cannot carry the vision merger)"
+        )
     if cfg.trainer.strategy == "fsdp":
         problems.append("engine.backend=vllm in the RL stage does not run under trainer.strategy=fsdp; use ddp or one process")
     processes = (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1) * int(cfg.trainer.num_nodes)
@@ -96,7 +101,9 @@ def rollout_engine_problems(cfg) -> list[str]:
             "with --enable-lora --logprobs-mode processed_logprobs (a launched server is for one process)"
         )
     if not Path(cfg.engine.vllm.python).is_file():
-        problems.append(f"engine.vllm.python={cfg.engine.vllm.python!r} does not exist; create the vLLM environment with scripts/setup_vllm.sh")
+        problems.append(
+            f"engine.vllm.python={cfg.engine.vllm.python!r} does not exist; create the vLLM environment with scripts/setup_vllm.sh"
+        )
     return problems
 
 

@@ -64,9 +64,7 @@ class SFTModule(SkipsNonFiniteSteps, L.LightningModule):
     STAGE, SKIP_METRIC = "SFT", "train/skipped_steps"
     SKIP_HINT = "lower sft.optim.lr or check the data."
 
-    def __init__(
-        self, model, processor, sft_cfg, *, convention: str, classes: Sequence[str] = CLASS_NAMES, au_threshold: float = 0.5
-    ):
+    def __init__(self, model, processor, sft_cfg, *, convention: str, classes: Sequence[str] = CLASS_NAMES, au_threshold: float = 0.5):
         super().__init__()
         self.model = model
         self.processor = processor

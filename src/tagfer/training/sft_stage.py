@@ -41,7 +41,9 @@ def missing_traces(cfg) -> list:
     missing = [spec for spec in cfg.data.train if spec.traces and not Path(spec.traces).is_file()]
     if missing and cfg.traces.source != "template":
         names = ", ".join(str(spec.traces) for spec in missing)
-        raise FileNotFoundError(f"trace files {names} do not exist; build them first: tagfer traces build --source teacher --config <this config>")
+        raise FileNotFoundError(
+            f"trace files {names} do not exist; build them first: tagfer traces build --source teacher --config <this config>"
+        )
     return missing
 
 
@@ -89,4 +91,6 @@ def run_sft(cfg, *, build_traces: Callable[..., object] | None = None, trainer_o
         )
         module = SFTModule(model, processor, cfg.sft, convention=space.convention, classes=classes, au_threshold=cfg.au.threshold)
         trainer = build_trainer(cfg, run_dir, **(trainer_overrides or {}))
-        return fit_and_export(cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.name_or_path, classes=classes)
+        return fit_and_export(
+            cfg, trainer, module, datamodule, processor, family=family, base_name_or_path=cfg.model.name_or_path, classes=classes
+        )

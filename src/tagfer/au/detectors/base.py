@@ -95,7 +95,6 @@ class AUDetector(ABC):
         )
 
 
-
 def image_size_of(image: np.ndarray) -> tuple[int, int]:
     """``(width, height)`` of an ``[H, W]`` or ``[H, W, C]`` image array."""
     height, width = np.asarray(image).shape[:2]

@@ -94,7 +94,7 @@ class NameMatcher:
         candidates = self._by_stem.get(wanted[-1], [])
         if len(candidates) <= 1:
             return candidates[0][0] if candidates else None
-        best = [key for key, parts in candidates if parts[-len(wanted):] == wanted]
+        best = [key for key, parts in candidates if parts[-len(wanted) :] == wanted]
         if len(best) == 1:
             return best[0]
         names = ", ".join(str(key) for key, _ in candidates[:4])

@@ -41,9 +41,7 @@ class BuiltinDetector(AUDetector):
         face = self.landmarker(image)
         if face is None:
             return AUEvidence(face_found=False)
-        return self.evidence(
-            face.landmarks, image_size_of(image), self.model.probabilities(face.landmarks), face.box, face.score
-        )
+        return self.evidence(face.landmarks, image_size_of(image), self.model.probabilities(face.landmarks), face.box, face.score)
 
 
 class DatasetLandmarksDetector(AUDetector):

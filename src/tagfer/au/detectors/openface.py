@@ -33,8 +33,22 @@ from tagfer.core.records import FaceRecord
 
 #: OpenFace 2.x AUs (intensity ``_r`` for all; presence ``_c`` for all plus AU28) inside the vocabulary.
 OPENFACE_AUS: tuple[str, ...] = (
-    "AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12",
-    "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26",
+    "AU1",
+    "AU2",
+    "AU4",
+    "AU5",
+    "AU6",
+    "AU7",
+    "AU9",
+    "AU10",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU17",
+    "AU20",
+    "AU23",
+    "AU25",
+    "AU26",
 )
 
 
@@ -108,9 +122,7 @@ class OpenFaceImporter(AUDetector):
             return AUEvidence(face_found=False)
         au_prob = {}
         for au in self.au_list:
-            p = openface_probability(
-                to_float(row.get(openface_column(au, "r"))), to_float(row.get(openface_column(au, "c")))
-            )
+            p = openface_probability(to_float(row.get(openface_column(au, "r"))), to_float(row.get(openface_column(au, "c"))))
             if not np.isnan(p):
                 au_prob[au] = p
         score = to_float(row.get("confidence"))

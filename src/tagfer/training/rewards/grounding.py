@@ -17,8 +17,10 @@ NORMALIZATIONS = ("f1", "cited", "max")
 
 def reference_box(au: str, box: object) -> Box:
     """A detector box: 4 finite numbers ``(x1, y1, x2, y2)``, or a ValueError naming the AU."""
-    if isinstance(box, Sequence) and len(box) == 4 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box
+    if (
+        isinstance(box, Sequence)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
     ):
         return tuple(float(v) for v in box)
     raise ValueError(f"batch.au_box[{au!r}] = {box!r} is not (x1, y1, x2, y2) with 4 finite numbers")
@@ -88,8 +90,6 @@ class AUGroundingReward(RewardCallback):
     def score(self, trace: ParsedTrace, au_prob: Mapping[str, float], au_box: Mapping[str, Box]) -> float:
         if not any(step.region for step in trace.steps):
             return 0.0
-        reference = {
-            au: reference_box(au, au_box[au]) for au in active_aus(au_prob, self.threshold, self.top_k) if au in au_box
-        }
+        reference = {au: reference_box(au, au_box[au]) for au in active_aus(au_prob, self.threshold, self.top_k) if au in au_box}
         scores = citation_ious(trace, reference)
         return grounding_score(sum(scores.values()), len(scores), len(reference), self.normalize, self.recall_weight)

@@ -68,9 +68,7 @@ def build_reward(spec: object, where: str = "rl.rewards[?]") -> RewardCallback:
         if key not in accepted:
             close = difflib.get_close_matches(str(key), accepted, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{where}: reward {name!r} has no param {key!r}{hint} (its params: {', '.join(accepted) or 'none'})"
-            )
+            raise ConfigError(f"{where}: reward {name!r} has no param {key!r}{hint} (its params: {', '.join(accepted) or 'none'})")
     try:
         return cls(data.get("weight", 1.0), **params)
     except ConfigError as err:
