@@ -294,8 +294,8 @@ def _template(build: _Build, samples: Iterator[_Sample], progress: Callable[[], 
                 sample.evidence,
                 record.label_name,
                 rng,
-                lambda box: build.space.to_model(box, sample.orig_size),
-                options,  # noqa: B023 (called in this iteration)
+                lambda box: build.space.to_model(box, sample.orig_size),  # noqa: B023 (called in this iteration)
+                options,
             )
         except TemplateSkip as skip:
             build.reject(record, skip.reason, {"detail": str(skip)})
