@@ -141,7 +141,7 @@ def test_each_list_has_one_source():
     assert config.CHOICES["au.detector"] is config.DETECTOR_NAMES is detectors.DETECTOR_NAMES
     assert detectors.EXTERNAL_DETECTORS is preflight.EXTERNAL_DETECTORS is config.EXTERNAL_DETECTORS
     assert set(config.EXTERNAL_DETECTORS) <= set(config.DETECTOR_NAMES)
-    assert config.CHOICES["rl.loss_type"] is grpo.LOSS_TYPES and config.CHOICES["rl.scale_rewards"] is grpo.SCALES
+    assert config.CHOICES["rl.loss_type"] is grpo.LOSS_TYPES and config.CHOICES["rl.scale_rewards"] is grpo.REWARD_SCALES
     assert sorted(READERS) == sorted(config.DATASET_NAMES)
     for module in READERS.values():
         assert callable(module.label_set) and isinstance(module.LABEL_SET_FROM_RECORDS, bool), module.NAME
