@@ -24,7 +24,7 @@ from tagfer.models.inputs import (
     decode_completions,
     repeat_inputs,
 )
-from tagfer.models.loader import load_vlm
+from tagfer.models.loader import load_processor, load_vlm
 from tagfer.models.policy import (
     count_parameters,
     frozen_reference_copy,
@@ -310,7 +310,7 @@ def test_full_finetune_policy_and_frozen_reference(tiny_qwen2_5_vl_dir):
 
 # ----------------------------------------------------------------------------------------- export
 @pytest.mark.parametrize("finetune", ["lora", "full"])
-def test_export_then_load_gives_identical_logits(tiny_qwen2_vl_dir, tmp_path, finetune):
+def test_export_then_load_gives_identical_logits(tiny_qwen2_vl_dir, tmp_path, finetune, monkeypatch):
     cfg = tiny_model_cfg(tiny_qwen2_vl_dir, finetune=finetune)
     model, processor, family = load_vlm(cfg, for_training=True)
     policy = prepare_policy(model, cfg)
@@ -331,6 +331,17 @@ def test_export_then_load_gives_identical_logits(tiny_qwen2_vl_dir, tmp_path, fi
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, expected, rtol=0, atol=0)
     assert loaded_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+
+    # without weights (a vLLM server generates): the same processor and family, and no network is built
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_processor loaded weights")
+
+    monkeypatch.setattr("tagfer.models.loader._load_network", no_network)
+    bare_processor, bare_family = load_processor(cfg, checkpoint=out)
+    assert bare_family == family and bare_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert bare_processor.tokenizer.padding_side == "left"
+    assert bare_processor.image_processor.size == loaded_processor.image_processor.size
+    monkeypatch.undo()
 
     # RL starts from the export (model.init_from) and keeps training the same adapter.
     rl_cfg = tiny_model_cfg(tiny_qwen2_vl_dir, finetune=finetune, init_from=str(out))

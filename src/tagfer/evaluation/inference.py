@@ -22,7 +22,7 @@ from tagfer.models.collate import PromptCollator
 from tagfer.models.device import inference_device
 from tagfer.models.export import ADAPTER_CONFIG_FILE, read_export_meta
 from tagfer.models.generation import generate_completions, suppressed_token_ids
-from tagfer.models.loader import load_vlm
+from tagfer.models.loader import load_processor, load_vlm
 from tagfer.models.openai_endpoint import ChatClient, Sampling
 from tagfer.models.space import ModelSpace
 
@@ -32,6 +32,7 @@ class InferenceModel:
     """A loaded VLM with what prompting and decoding it needs.
 
     Attributes:
+        model: the network, or None when it was loaded for a vLLM server (``weights=False``).
         classes: the classes the model was trained on; the prompt lists them.
         think_tags: the prompt asks for ``<think>…</think>`` (export metadata ``think_tags``, else the
             config's ``traces.think_tags``).
@@ -57,6 +58,8 @@ class InferenceModel:
 
     def predict(self, inputs: Any, *, max_new_tokens: int) -> list[Prediction]:
         """Greedy completions of a prompt batch (``BatchFeature``), parsed."""
+        if self.model is None:
+            raise RuntimeError(f"{self.source} was loaded without weights (engine.backend=vllm): predict through the endpoint")
         completions = generate_completions(
             self.model, self.processor, inputs.to(self.device), max_new_tokens=max_new_tokens, do_sample=False
         )
@@ -103,7 +106,9 @@ def served_model(source: str) -> tuple[str, str | None, int]:
     return str(base), str(path), int(adapter.get("r", 16))
 
 
-def load_inference_model(model_cfg, *, checkpoint: str | None, think_tags: bool, accelerator: str = "auto") -> InferenceModel:
+def load_inference_model(
+    model_cfg, *, checkpoint: str | None, think_tags: bool, accelerator: str = "auto", weights: bool = True
+) -> InferenceModel:
     """Load ``checkpoint`` (else ``model.init_from``, else ``model.name_or_path``) for greedy inference.
 
     Args:
@@ -111,12 +116,17 @@ def load_inference_model(model_cfg, *, checkpoint: str | None, think_tags: bool,
         checkpoint: an exported model/adapter directory (``eval.checkpoint`` / ``--checkpoint``).
         think_tags: the prompt's ``<think>`` setting when the export does not record one.
         accelerator: ``trainer.accelerator`` (:func:`inference_device`).
+        weights: False when a vLLM server generates (``engine.backend=vllm``): only the processor and
+            the export's metadata are loaded (``model`` is None), so the server has the GPUs to itself.
     """
     source = checkpoint or model_cfg.init_from or model_cfg.name_or_path
-    model, processor, family = load_vlm(model_cfg, for_training=False, checkpoint=checkpoint)
     meta = read_export_meta(source)
     device = inference_device(accelerator)
-    model.to(device)
+    if weights:
+        model, processor, family = load_vlm(model_cfg, for_training=False, checkpoint=checkpoint)
+        model.to(device)
+    else:
+        model, (processor, family) = None, load_processor(model_cfg, checkpoint=checkpoint)
     return InferenceModel(
         model=model,
         processor=processor,

@@ -71,7 +71,11 @@ def _evaluate(cfg, out_dir: Path, progress: bool) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     config_path = save_config(cfg, out_dir)
     engine = load_inference_model(
-        cfg.model, checkpoint=cfg.eval.checkpoint, think_tags=cfg.traces.think_tags, accelerator=cfg.trainer.accelerator
+        cfg.model,
+        checkpoint=cfg.eval.checkpoint,
+        think_tags=cfg.traces.think_tags,
+        accelerator=cfg.trainer.accelerator,
+        weights=cfg.engine.backend != "vllm",  # the server generates: no second copy of the weights here
     )
     log.info("evaluating %s (%s, classes %s) on %s", engine.source, engine.family, ", ".join(engine.classes), engine.device)
     max_new_tokens = int(cfg.eval.max_new_tokens)

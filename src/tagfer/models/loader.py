@@ -99,6 +99,44 @@ def _load_network(path: Path, model_cfg: Any, *, trainable: bool) -> torch.nn.Mo
     raise FileNotFoundError(f"{str(path)!r} holds neither config.json (a model) nor {ADAPTER_CONFIG_FILE} (an adapter)")
 
 
+def _checked_source(model_cfg: Any, checkpoint: str | os.PathLike | None) -> tuple[Path, str]:
+    """:func:`_source`, with the tiny model built when it is the source and missing, else checked to exist."""
+    path, key = _source(model_cfg, checkpoint)
+    if key == "model.name_or_path" and model_cfg.build_tiny:
+        ensure_tiny_model(model_cfg)
+    elif not path.exists():
+        raise _missing(path, key)
+    return path, key
+
+
+def _model_type(path: Path) -> str:
+    """``model_type`` of the network at ``path`` (an adapter's: its base's, followed down the chain)."""
+    if (path / ADAPTER_CONFIG_FILE).is_file():
+        return _model_type(_adapter_base(path, read_export_meta(path)))
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{str(path)!r} holds neither config.json (a model) nor {ADAPTER_CONFIG_FILE} (an adapter)")
+    return json.loads(config.read_text())["model_type"]
+
+
+def _processor_and_family(path: Path, model_cfg: Any, model_type: str) -> tuple[Any, str]:
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    set_pixel_bounds(processor, model_cfg.min_pixels, model_cfg.max_pixels)
+    processor.tokenizer.padding_side = "left"
+    requested = model_cfg.family if model_cfg.family != "auto" else read_export_meta(path).get("family", "auto")
+    return processor, resolve_family(requested, model_type)
+
+
+def load_processor(model_cfg: Any, *, checkpoint: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """``(processor, family)`` of the directory :func:`load_vlm` would load, without its weights (for a
+    model that a vLLM server runs: the prompt, collation and box space still come from here)."""
+    path, key = _checked_source(model_cfg, checkpoint)
+    try:
+        return _processor_and_family(path, model_cfg, _model_type(path))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{key}: {err}") from None
+
+
 def load_vlm(model_cfg: Any, *, for_training: bool, checkpoint: str | os.PathLike | None = None) -> tuple[torch.nn.Module, Any, str]:
     """Load ``(model, processor, family)``.
 
@@ -114,21 +152,11 @@ def load_vlm(model_cfg: Any, *, for_training: bool, checkpoint: str | os.PathLik
     directory, with ``model.min_pixels`` / ``model.max_pixels`` applied and left padding. The family is
     ``model.family`` unless "auto", else the export's recorded family, else the checkpoint's ``model_type``.
     """
-    path, key = _source(model_cfg, checkpoint)
-    if key == "model.name_or_path" and model_cfg.build_tiny:
-        ensure_tiny_model(model_cfg)
-    elif not path.exists():
-        raise _missing(path, key)
-    meta = read_export_meta(path)
+    path, key = _checked_source(model_cfg, checkpoint)
     try:
         model = _load_network(path, model_cfg, trainable=for_training)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{key}: {err}") from None
-    model_type = (model.get_base_model() if isinstance(model, PeftModel) else model).config.model_type
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    set_pixel_bounds(processor, model_cfg.min_pixels, model_cfg.max_pixels)
-    processor.tokenizer.padding_side = "left"
-    requested = model_cfg.family if model_cfg.family != "auto" else meta.get("family", "auto")
-    family = resolve_family(requested, model_type)
+    processor, family = _processor_and_family(path, model_cfg, _model_type(path))
     model.train(for_training)
     return model, processor, family
