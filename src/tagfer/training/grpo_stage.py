@@ -118,6 +118,7 @@ def vllm_rollouts(cfg, run_dir: Path, policy, processor, prompt: str, sampling: 
             ChatClient(dataclasses.replace(settings, model="policy")),
             run_dir / "vllm" / "adapter",
             prompt=prompt,
+            sampling=sampling,
             eos_ids=eos_token_ids(policy, processor),
             banned_token_ids=suppressed_token_ids(processor),
         )
