@@ -1,7 +1,10 @@
 """Does the demo's RL stage help on every seed? The demo run per seed, then its SFT-vs-RL table.
 
-Runs ``python src/train.py --config configs/demo.yaml run_dir=<out>/seed<s> seed=<s>`` for each seed
-(``--jobs`` at a time, each on the demo's one torch thread, under ``nice``), then reads each run's
+Runs the demo's shared stages once (``demo.stages=[data,au_cache,traces]`` into ``<out>/shared``: the
+synthetic faces, their AU cache and the template traces are the same for every seed, and two processes
+building them at once would collide on their locks), then ``python src/train.py --config configs/demo.yaml
+run_dir=<out>/seed<s> seed=<s> demo.stages=[sft,rl,eval]`` for each seed (``--jobs`` at a time, each on
+the demo's one torch thread, under ``nice``; a ``--set demo.stages=…`` replaces the per-seed stages), then reads each run's
 ``eval/sft/report.json`` and ``eval/rl/report.json`` and prints, per seed, accuracy, parse rate, mean IoU
 and hallucination rate of both exports, and whether RL kept its accuracy (within ``--tolerance`` of SFT or
 above) and lowered the hallucination rate. A finished seed is reused (the demo resumes its stages).
@@ -34,16 +37,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def demo_command(out: Path, seed: int, overrides: list[str]) -> list[str]:
+SHARED_STAGES = "demo.stages=[data,au_cache,traces]"
+SEED_STAGES = "demo.stages=[sft,rl,eval]"
+
+
+def demo_command(run_dir: Path, seed: int, overrides: list[str]) -> list[str]:
     return [sys.executable, str(REPO / "src" / "train.py"), "--config", str(REPO / "configs" / "demo.yaml"),
-            f"run_dir={out / f'seed{seed}'}", f"seed={seed}", "trainer.enable_progress_bar=false", *overrides]  # fmt: skip
+            f"run_dir={run_dir}", f"seed={seed}", "trainer.enable_progress_bar=false", *overrides]  # fmt: skip
+
+
+def planned_commands(args) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """The shared-stages command (keyed by the first seed) and one demo command per seed, under ``nice``.
+
+    Overrides from ``--set`` come last, so they win; the shared run takes all of them but ``demo.stages``.
+    """
+    out = Path(args.out)
+    first = args.seeds[0]
+    data_overrides = [item for item in args.set if not item.startswith("demo.stages=")]
+    shared = {first: ["nice", "-n", "5", *demo_command(out / "shared", first, [*data_overrides, SHARED_STAGES])]}
+    per_seed = {seed: ["nice", "-n", "5", *demo_command(out / f"seed{seed}", seed, [SEED_STAGES, *args.set])] for seed in args.seeds}
+    return shared, per_seed
 
 
 def run_all(args) -> None:
-    """The demo for every seed, ``args.jobs`` at a time (under ``nice``); a failed run is an error naming its log."""
-    out = Path(args.out)
-    commands = {seed: ["nice", "-n", "5", *demo_command(out, seed, args.set)] for seed in args.seeds}
-    run_per_seed(commands, out, args.jobs, cwd=REPO, what="demo")
+    """The shared stages once, then the demo for every seed, ``args.jobs`` at a time; a failed run is an error naming its log."""
+    shared, per_seed = planned_commands(args)
+    run_per_seed(shared, Path(args.out) / "shared", 1, cwd=REPO, what="demo's shared stages")
+    run_per_seed(per_seed, Path(args.out), args.jobs, cwd=REPO, what="demo")
 
 
 def scores(report: Path) -> dict[str, float]:

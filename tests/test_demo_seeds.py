@@ -34,5 +34,14 @@ def test_rows_apply_the_tolerance_and_the_strict_hallucination_drop(tmp_path):
     assert [(r["accuracy_kept"], r["hallucination_lower"]) for r in rows] == [(True, True), (False, True), (True, False)]
     text = module.table(rows)
     assert "| 0 | 0.300 → 0.285 |" in text and text.endswith("in 1 of 3 seeds.")
-    command = module.demo_command(tmp_path, 3, ["rl.beta=0.1"])
-    assert command[-1] == "rl.beta=0.1" and f"run_dir={tmp_path / 'seed3'}" in command and "seed=3" in command
+    args = module.parse_args(["--seeds", "3", "4", "--out", str(tmp_path), "--set", "rl.beta=0.1", "--set", "demo.stages=[rl,eval]"])
+    shared, per_seed = module.planned_commands(args)
+    # the shared stages run once (first seed), with the data overrides but not the per-seed stages
+    (shared_command,) = shared.values()
+    assert f"run_dir={tmp_path / 'shared'}" in shared_command and shared_command[-1] == "demo.stages=[data,au_cache,traces]"
+    assert "rl.beta=0.1" in shared_command and "demo.stages=[rl,eval]" not in shared_command
+    # each seed: its own run directory and seed, the --set overrides last (a demo.stages given there wins)
+    assert sorted(per_seed) == [3, 4]
+    command = per_seed[3]
+    assert f"run_dir={tmp_path / 'seed3'}" in command and "seed=3" in command
+    assert command[-3:] == ["demo.stages=[sft,rl,eval]", "rl.beta=0.1", "demo.stages=[rl,eval]"]
