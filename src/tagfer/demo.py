@@ -43,8 +43,8 @@ def _banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def run_demo(cfg) -> Path:
-    """Run the stages of ``demo.stages``; returns the path of the final report.json."""
+def run_demo(cfg) -> Path | None:
+    """Run the stages of ``demo.stages``; returns the path of the final report.json (None without ``eval``)."""
     unknown = [s for s in cfg.demo.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"demo.stages has unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
@@ -53,7 +53,7 @@ def run_demo(cfg) -> Path:
         return _run_stages(cfg, root)
 
 
-def _run_stages(cfg, root: Path) -> Path:
+def _run_stages(cfg, root: Path) -> Path | None:
     from tagfer.evaluation.runner import run_evaluation
     from tagfer.pipeline.splits import SplitReader
     from tagfer.reasoning.build import build_traces
@@ -99,9 +99,13 @@ def _run_stages(cfg, root: Path) -> Path:
         timed("eval", evaluate_both)
 
     _summary(root, reports, timings)
+    if "eval" not in cfg.demo.stages:
+        return None  # e.g. demo.stages=[data,au_cache,traces]: the shared inputs of several seeds, prepared once
     final = reports.get("rl") or reports.get("sft")
     if final is None:
-        raise RuntimeError("the demo produced no report (demo.stages must include eval and a trained stage)")
+        raise RuntimeError(
+            "the demo's eval stage found no export to evaluate (demo.stages must include sft or rl, or their exports must exist)"
+        )
     print(f"report: {final}", flush=True)
     return final
 
