@@ -40,7 +40,8 @@ def test_shared_stages_alone_build_the_inputs_and_return_no_report(tmp_path, tin
     assert len(lines) == 6 and all(json.loads(line)["id"] for line in lines)
     caches = list((tmp_path / "au_cache").iterdir())
     assert len(caches) == 1 and sorted(json.loads((caches[0] / "meta.json").read_text())["splits"]) == ["test", "train", "val"]
-    assert "report:" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "report:" not in out and "exports:" not in out  # nothing was trained
     # a second run reuses all three (no rebuild, same trace file)
     before = (tmp_path / "traces.jsonl").read_bytes()
     assert run_demo(cfg) is None

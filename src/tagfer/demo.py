@@ -122,9 +122,10 @@ def _summary(root: Path, reports: dict[str, Path], timings: dict[str, float]) ->
     _banner("summary")
     for name, seconds in timings.items():
         print(f"  {name:<9} {seconds:7.1f} s")
-    print(f"TensorBoard:  tensorboard --logdir {root}  (sft/tb, rl/tb)")
-    print(f"checkpoints:  {root / 'sft' / 'checkpoints'}, {root / 'rl' / 'checkpoints'}")
-    print(f"exports:      {root / 'sft' / 'export'}, {root / 'rl' / 'export'}")
+    if (root / "sft").exists() or (root / "rl").exists():  # not after the shared stages alone
+        print(f"TensorBoard:  tensorboard --logdir {root}  (sft/tb, rl/tb)")
+        print(f"checkpoints:  {root / 'sft' / 'checkpoints'}, {root / 'rl' / 'checkpoints'}")
+        print(f"exports:      {root / 'sft' / 'export'}, {root / 'rl' / 'export'}")
     for name, path in reports.items():
         for dataset, scores in json.loads(path.read_text())["datasets"].items():
             faith = scores.get("faithfulness") or {}
