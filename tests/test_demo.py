@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from synthetic_runs import synthetic_run_overrides
 from tagfer.core.config import load_config
 from tagfer.demo import run_demo
 
@@ -14,23 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def demo_config(tmp_path: Path, model_dir: Path, stages: str):
-    face = "{name: synthetic, root: %s, split: %s, num_samples: %d%s}"
-    faces, traces = tmp_path / "faces", tmp_path / "traces.jsonl"
-    return load_config(
-        REPO / "configs" / "demo.yaml",
-        [
-            f"run_dir={tmp_path / 'demo'}",
-            f"data.train=[{face % (faces, 'train', 6, ', traces: ' + str(traces))}]",
-            f"data.val=[{face % (faces, 'val', 2, '')}]",
-            f"data.test=[{face % (faces, 'test', 2, '')}]",
-            f"au.cache_dir={tmp_path / 'au_cache'}",
-            f"traces.out={traces}",
-            f"model.name_or_path={model_dir}",
-            "model.build_tiny=false",
-            "trainer.enable_progress_bar=false",
-            f"demo.stages={stages}",
-        ],
-    )
+    paths = {"data": tmp_path / "faces", "au": tmp_path / "au_cache", "traces": tmp_path / "traces.jsonl", "model": model_dir}
+    overrides = [f"run_dir={tmp_path / 'demo'}", *synthetic_run_overrides(paths, train=6), f"demo.stages={stages}"]
+    return load_config(REPO / "configs" / "demo.yaml", overrides)
 
 
 def test_shared_stages_alone_build_the_inputs_and_return_no_report(tmp_path, tiny_qwen2_vl_dir, capsys):

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from synthetic_runs import synthetic_run_overrides
 from tagfer.core.config import DatasetSpec, load_config
 from tagfer.data.readers import read_dataset
 
@@ -142,19 +143,7 @@ def shared(tmp_path_factory, tiny_qwen2_vl_dir) -> dict:
 
 
 def data_overrides(paths: dict) -> list[str]:
-    face = "{name: synthetic, root: %s, split: %s, num_samples: %d%s}"
-    return [
-        f"data.train=[{face % (paths['data'], 'train', 8, ', traces: ' + str(paths['traces']))}]",
-        f"data.val=[{face % (paths['data'], 'val', 2, '')}]",
-        f"data.test=[{face % (paths['data'], 'test', 2, '')}]",
-        f"au.cache_dir={paths['au']}",
-        f"traces.out={paths['traces']}",
-        f"model.name_or_path={paths['model']}",
-        "model.build_tiny=false",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "trainer.checkpoint.every_n_train_steps=1",
-    ]
+    return [*synthetic_run_overrides(paths), "trainer.checkpoint.every_n_train_steps=1"]
 
 
 # --------------------------------------------------------------------------------------------- tests
